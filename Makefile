@@ -1,0 +1,53 @@
+# Every target bootstraps .venv itself, so a fresh clone needs only Python 3.10+ and the registries.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PORT   ?= 3000
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+
+RUN_STAMP := $(VENV)/.installed-run
+DEV_STAMP := $(VENV)/.installed-dev
+
+.PHONY: run test bench lint materialize init clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(RUN_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(DEV_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@ $(RUN_STAMP)
+
+# Dagster instance (SQLite, under .dagster_home/) and app DB (SQLite, under data/), made if missing.
+init: $(RUN_STAMP)
+	$(PY) -m study_query_dagster.cli init
+
+run: init
+	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(PORT)
+
+materialize: init
+	$(PY) -m study_query_dagster.cli materialize
+
+# Chromium (Debian's) is needed by the end-to-end UI test; installed where we can (root + apt).
+chromium:
+	@if ! command -v chromium >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+		|| echo "warning: could not install chromium; the UI test will be skipped"; \
+	fi
+
+test: $(DEV_STAMP) chromium
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(DEV_STAMP)
+	$(PY) -m benchmarks
+
+lint: $(DEV_STAMP)
+	$(VENV)/bin/ruff check study_query_dagster tests benchmarks
+	$(VENV)/bin/ruff format --check study_query_dagster tests benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

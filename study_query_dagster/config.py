@@ -1,0 +1,43 @@
+"""Settings read from the environment and an optional `.env` file: the one place that knows
+variable names. Every variable is documented in `.env.example`."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DATA_DIR = Path("data")
+DEFAULT_DATABASE_URL = f"sqlite:///{DATA_DIR / 'study.db'}"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    database_url: str = Field(DEFAULT_DATABASE_URL, alias="DATABASE_URL")
+    legacy_database_url: str | None = Field(None, alias="LEGACY_DATABASE_URL")
+    prompt_sets_dir: Path = Field(Path("prompt_sets"), alias="PROMPT_SETS_DIR")
+    exports_dir: Path = Field(DATA_DIR / "exports", alias="EXPORTS_DIR")
+    pricing_file: Path | None = Field(None, alias="PRICING_FILE")
+    log_level: str = Field("INFO", alias="LOG_LEVEL")
+
+    azure_openai_api_key: SecretStr | None = Field(None, alias="AZURE_OPENAI_API_KEY")
+    azure_openai_endpoint: str | None = Field(None, alias="AZURE_OPENAI_ENDPOINT")
+    azure_openai_deployment: str | None = Field(None, alias="AZURE_OPENAI_DEPLOYMENT")
+    azure_openai_api_version: str = Field("2024-10-21", alias="AZURE_OPENAI_API_VERSION")
+
+    openai_api_key: SecretStr | None = Field(None, alias="OPENAI_API_KEY")
+    openai_base_url: str | None = Field(None, alias="OPENAI_BASE_URL")
+    openai_model: str = Field("gpt-4o-mini", alias="OPENAI_MODEL")
+    openai_organization: str | None = Field(None, alias="OPENAI_ORGANIZATION")
+
+    hyperbolic_api_key: SecretStr | None = Field(None, alias="HYPERBOLIC_API_KEY")
+    hyperbolic_base_url: str = Field("https://api.hyperbolic.xyz", alias="HYPERBOLIC_BASE_URL")
+    hyperbolic_model: str = Field("meta-llama/Meta-Llama-3.1-8B-Instruct", alias="HYPERBOLIC_MODEL")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

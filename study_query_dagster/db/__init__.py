@@ -1,0 +1,23 @@
+"""Database layer: v1 (legacy) and v2 models, portable types, connection, repositories."""
+
+from .connection import DatabaseConnection, normalize_url
+from .inference_repository import InferenceRepository
+from .models_v1 import InferenceRun
+from .models_v2 import CALL_STATUSES, CallArtifact, EmbeddingVector, Group, GroupMember, RawCall
+from .queries import CallFilter
+from .raw_call_repository import RawCallRepository
+
+__all__ = [
+    "CALL_STATUSES",
+    "CallArtifact",
+    "CallFilter",
+    "DatabaseConnection",
+    "EmbeddingVector",
+    "Group",
+    "GroupMember",
+    "InferenceRepository",
+    "InferenceRun",
+    "RawCall",
+    "RawCallRepository",
+    "normalize_url",
+]

@@ -1,0 +1,125 @@
+"""The v2 schema: immutable call capture plus mutable grouping.
+
+`raw_calls` rows are append-only; the database itself refuses UPDATE and DELETE (triggers
+created by the initial Alembic migration). Groups and memberships stay mutable.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import numpy as np
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from .base import Base
+from .types import JSONType, UTCDateTime, Vector, utcnow
+
+CALL_STATUSES = ("success", "failed", "timeout", "cancelled")
+# BigInteger ids on PostgreSQL; SQLite only auto-increments a plain INTEGER PRIMARY KEY.
+IdType = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class RawCall(Base):
+    __tablename__ = "raw_calls"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('success', 'failed', 'timeout', 'cancelled')", name="status_valid"
+        ),
+        Index("ix_raw_calls_provider_status", "provider", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    provider: Mapped[str] = mapped_column(String(64), nullable=False)
+    model: Mapped[str | None] = mapped_column(String(255), index=True)
+    modality: Mapped[str] = mapped_column(String(32), nullable=False, default="text")
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    # sha256 of the canonical request (see services); indexed for dedup, cache and resume.
+    request_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    request_json: Mapped[dict] = mapped_column(JSONType, nullable=False)
+    response_json: Mapped[dict | None] = mapped_column(JSONType)
+    error_json: Mapped[dict | None] = mapped_column(JSONType)
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    tokens_json: Mapped[dict | None] = mapped_column(JSONType)
+    metadata_json: Mapped[dict | None] = mapped_column(JSONType)
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime(), nullable=False, default=utcnow, index=True
+    )
+
+    def to_dict(self) -> dict:
+        return {c.key: getattr(self, c.key) for c in self.__mapper__.column_attrs}
+
+
+class CallArtifact(Base):
+    __tablename__ = "call_artifacts"
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    call_id: Mapped[int] = mapped_column(ForeignKey("raw_calls.id"), nullable=False, index=True)
+    artifact_type: Mapped[str] = mapped_column(String(64), nullable=False)
+    uri: Mapped[str] = mapped_column(Text, nullable=False)
+    content_type: Mapped[str | None] = mapped_column(String(255))
+    byte_size: Mapped[int | None] = mapped_column(BigInteger)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    metadata_json: Mapped[dict | None] = mapped_column(JSONType)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
+
+
+class EmbeddingVector(Base):
+    __tablename__ = "embedding_vectors"
+    __table_args__ = (CheckConstraint("dimension > 0", name="dimension_positive"),)
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    call_id: Mapped[int] = mapped_column(ForeignKey("raw_calls.id"), nullable=False, index=True)
+    model: Mapped[str] = mapped_column(String(255), nullable=False, index=True)
+    dimension: Mapped[int] = mapped_column(Integer, nullable=False)
+    norm: Mapped[float | None] = mapped_column(Float)
+    vector: Mapped[np.ndarray] = mapped_column(Vector(), nullable=False)
+    # Cache identity (see EmbeddingService); unique so concurrent writers cannot duplicate.
+    request_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    text: Mapped[str | None] = mapped_column(Text)
+    metadata_json: Mapped[dict | None] = mapped_column(JSONType)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
+
+
+class Group(Base):
+    __tablename__ = "groups"
+    # One group per (type, name) makes get_or_create race-free (insert-or-ignore, then read).
+    __table_args__ = (UniqueConstraint("group_type", "name"),)
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    group_type: Mapped[str] = mapped_column(String(64), nullable=False)
+    name: Mapped[str] = mapped_column(String(255), nullable=False)
+    description: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
+    metadata_json: Mapped[dict | None] = mapped_column(JSONType)
+
+    members: Mapped[list[GroupMember]] = relationship(
+        back_populates="group", order_by="GroupMember.position", cascade="all, delete-orphan"
+    )
+
+
+class GroupMember(Base):
+    __tablename__ = "group_members"
+    __table_args__ = (UniqueConstraint("group_id", "call_id"),)
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    group_id: Mapped[int] = mapped_column(
+        ForeignKey("groups.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    call_id: Mapped[int] = mapped_column(ForeignKey("raw_calls.id"), nullable=False, index=True)
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
+    position: Mapped[int | None] = mapped_column(Integer)
+    role: Mapped[str | None] = mapped_column(String(64))
+
+    group: Mapped[Group] = relationship(back_populates="members")
+    call: Mapped[RawCall] = relationship(lazy="joined")

@@ -1,0 +1,434 @@
+"""`RawCallRepository`: reads and writes the v2 store (raw_calls, groups, embeddings).
+
+Every write validates its input first and raises `ValueError` naming the row, field and value,
+so a bad row fails the whole call before anything reaches the database.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Float, Text, bindparam, case, cast, func, insert, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from ..log import get_logger
+from .models_v2 import CALL_STATUSES, EmbeddingVector, Group, GroupMember, RawCall
+from .queries import CallFilter, percentiles_query, token_field
+from .types import Vector
+
+logger = get_logger(__name__)
+
+RAW_CALL_FIELDS = {
+    "provider", "model", "modality", "status", "request_hash", "request_json", "response_json",
+    "error_json", "latency_ms", "tokens_json", "metadata_json", "created_at",
+}  # fmt: skip
+CHUNK_SIZE = 1000
+
+
+def validate_raw_call(row: Mapping[str, Any], where: str = "raw_call") -> dict[str, Any]:
+    unknown = set(row) - RAW_CALL_FIELDS
+    if unknown:
+        raise ValueError(f"{where}: unknown field(s) {sorted(unknown)}")
+    provider = row.get("provider")
+    if not isinstance(provider, str) or not provider.strip():
+        raise ValueError(f"{where}: field 'provider' is required (got {provider!r})")
+    status = row.get("status")
+    if status not in CALL_STATUSES:
+        raise ValueError(
+            f"{where}: field 'status' must be one of {', '.join(CALL_STATUSES)} (got {status!r})"
+        )
+    if row.get("request_json") is None:
+        raise ValueError(f"{where}: field 'request_json' is required")
+    latency = row.get("latency_ms")
+    if latency is not None and (not isinstance(latency, int | float) or latency < 0):
+        raise ValueError(f"{where}: field 'latency_ms' must be a number >= 0 (got {latency!r})")
+    return {"modality": "text", **row}
+
+
+def validate_embedding(row: Mapping[str, Any], where: str = "embedding") -> dict[str, Any]:
+    out = dict(row)
+    for field in ("call_id", "model", "vector"):
+        if out.get(field) is None:
+            raise ValueError(f"{where}: field '{field}' is required")
+    vector = np.asarray(out["vector"], dtype=np.float32)
+    if vector.ndim != 1 or vector.size == 0:
+        raise ValueError(f"{where}: field 'vector' must be a non-empty list of numbers")
+    if not np.all(np.isfinite(vector)):
+        raise ValueError(f"{where}: field 'vector' contains NaN or infinity")
+    dimension = out.setdefault("dimension", int(vector.size))
+    if dimension != vector.size:
+        raise ValueError(
+            f"{where}: vector has {vector.size} components but dimension is {dimension}"
+        )
+    out["vector"] = vector
+    if out.get("norm") is None:
+        out["norm"] = float(np.linalg.norm(vector))
+    return out
+
+
+def _insert_ignore(session: Session, model, index_elements: list[str]):
+    if session.get_bind().dialect.name == "postgresql":
+        return pg_insert(model).on_conflict_do_nothing(index_elements=index_elements)
+    return sqlite_insert(model).on_conflict_do_nothing(index_elements=index_elements)
+
+
+def _string_values(value: Any) -> Iterable[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from _string_values(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _string_values(item)
+
+
+class RawCallRepository:
+    """v2 operations within one session (the caller owns the transaction)."""
+
+    def __init__(self, session: Session):
+        self.session = session
+
+    @property
+    def dialect(self) -> str:
+        return self.session.get_bind().dialect.name
+
+    # --- raw calls -------------------------------------------------------------------------
+
+    def insert_raw_call(self, **fields: Any) -> int:
+        row = validate_raw_call(fields)
+        call_id = self.session.execute(insert(RawCall).returning(RawCall.id), row).scalar_one()
+        logger.info(
+            "captured raw_call id=%s provider=%s model=%s status=%s",
+            call_id, row["provider"], row.get("model"), row["status"],
+        )  # fmt: skip
+        return call_id
+
+    def insert_raw_calls(
+        self, rows: Iterable[Mapping[str, Any]], chunk_size: int = CHUNK_SIZE
+    ) -> list[int]:
+        """Bulk insert; ids come back in input order. One round trip per chunk."""
+        validated = [validate_raw_call(r, f"raw_calls row {i}") for i, r in enumerate(rows)]
+        started = time.perf_counter()
+        ids: list[int] = []
+        for start in range(0, len(validated), chunk_size):
+            ids.extend(self._insert_chunk(validated[start : start + chunk_size]))
+        logger.info(
+            "captured %d raw_calls in %.1f ms", len(ids), (time.perf_counter() - started) * 1000
+        )
+        return ids
+
+    def _insert_chunk(self, chunk: list[dict[str, Any]]) -> list[int]:
+        if self.dialect == "sqlite":
+            # RETURNING with guaranteed order makes SQLAlchemy send one row per statement on
+            # SQLite. A plain executemany is ~7x faster, and the ids are known anyway: once a
+            # transaction has written, it holds SQLite's only write lock, and a rowid table
+            # with nothing ever deleted (raw_calls is append-only) numbers rows max+1, max+2...
+            self.session.connection().execute(insert(RawCall.__table__), chunk)
+            last = self.session.scalar(select(func.max(RawCall.id)))
+            return list(range(last - len(chunk) + 1, last + 1))
+        # PostgreSQL: batched multi-row INSERT ... RETURNING, ids sorted to input order.
+        stmt = insert(RawCall).returning(RawCall.id, sort_by_parameter_order=True)
+        return list(self.session.execute(stmt, chunk).scalars())
+
+    def get_raw_call(self, call_id: int) -> RawCall | None:
+        return self.session.get(RawCall, call_id)
+
+    def query_raw_calls(
+        self,
+        provider: str | Sequence[str] | None = None,
+        model: str | Sequence[str] | None = None,
+        status: str | Sequence[str] | None = None,
+        modality: str | Sequence[str] | None = None,
+        group_id: int | None = None,
+        date_range: tuple[datetime | None, datetime | None] | None = None,
+        limit: int | None = 100,
+        offset: int = 0,
+    ) -> list[RawCall]:
+        """Matching calls, newest first."""
+        where = CallFilter(provider, model, status, modality, group_id, date_range)
+        stmt = where.apply(select(RawCall)).order_by(RawCall.created_at.desc(), RawCall.id.desc())
+        stmt = stmt.offset(offset)
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        return list(self.session.scalars(stmt))
+
+    def count_raw_calls(self, where: CallFilter | None = None) -> int:
+        stmt = select(func.count()).select_from(RawCall)
+        return self.session.scalar((where or CallFilter()).apply(stmt)) or 0
+
+    def search_raw_calls(self, term: str, limit: int = 100) -> list[RawCall]:
+        """Calls whose prompt or answer contains `term` (case-insensitive), newest first.
+
+        SQL narrows the candidates with LIKE over the JSON text; Python then keeps only rows
+        where the term is inside a string value (not a key such as "content").
+        """
+        if not term:
+            raise ValueError("search term must not be empty")
+        escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        pattern = f"%{escaped}%"
+        stmt = (
+            select(RawCall)
+            .where(
+                cast(RawCall.request_json, Text).ilike(pattern, escape="\\")
+                | cast(RawCall.response_json, Text).ilike(pattern, escape="\\")
+            )
+            .order_by(RawCall.created_at.desc(), RawCall.id.desc())
+            .execution_options(yield_per=500)
+        )
+        needle = term.casefold()
+        found: list[RawCall] = []
+        for call in self.session.scalars(stmt):
+            texts = [*_string_values(call.request_json), *_string_values(call.response_json)]
+            if any(needle in text.casefold() for text in texts):
+                found.append(call)
+                if len(found) >= limit:
+                    break
+        return found
+
+    # --- statistics ------------------------------------------------------------------------
+
+    def get_provider_stats(self, where: CallFilter | None = None) -> list[dict[str, Any]]:
+        """Per provider and model: counts by status, success rate, latency (avg/p50/p95 of
+        successful calls) and token sums. Aggregated in SQL on both backends."""
+        where = where or CallFilter()
+        ok = RawCall.status == "success"
+        totals = where.apply(
+            select(
+                RawCall.provider,
+                RawCall.model,
+                func.count().label("calls"),
+                *[
+                    func.sum(case((RawCall.status == s, 1), else_=0)).label(s)
+                    for s in CALL_STATUSES
+                ],
+                func.avg(case((ok, RawCall.latency_ms))).label("avg_ms"),
+                func.sum(token_field("prompt_tokens")).label("prompt_tokens"),
+                func.sum(token_field("completion_tokens")).label("completion_tokens"),
+                func.sum(token_field("total_tokens")).label("total_tokens"),
+                func.avg(token_field("total_tokens")).label("avg_tokens"),
+            ).group_by(RawCall.provider, RawCall.model)
+        )
+        latency = percentiles_query(
+            RawCall.latency_ms,
+            [RawCall.provider, RawCall.model],
+            [0.5, 0.95],
+            CallFilter(**{**where.__dict__, "status": "success"}),
+        )
+        pct = {(r[0], r[1]): (r.p50, r.p95) for r in self.session.execute(latency)}
+        out = []
+        for r in self.session.execute(totals.order_by(RawCall.provider, RawCall.model)):
+            p50, p95 = pct.get((r.provider, r.model), (None, None))
+            out.append(
+                {
+                    "provider": r.provider,
+                    "model": r.model,
+                    "calls": r.calls,
+                    **{s: int(getattr(r, s) or 0) for s in CALL_STATUSES},
+                    "success_rate": (r.success or 0) / r.calls if r.calls else None,
+                    "avg_latency_ms": _num(r.avg_ms),
+                    "p50_latency_ms": _num(p50),
+                    "p95_latency_ms": _num(p95),
+                    "avg_tokens": _num(r.avg_tokens),
+                    "prompt_tokens": int(r.prompt_tokens or 0),
+                    "completion_tokens": int(r.completion_tokens or 0),
+                    "total_tokens": int(r.total_tokens or 0),
+                }
+            )
+        return out
+
+    # --- groups ----------------------------------------------------------------------------
+
+    def create_group(
+        self,
+        group_type: str,
+        name: str,
+        description: str | None = None,
+        metadata_json: dict | None = None,
+    ) -> int:
+        if not group_type or not name:
+            raise ValueError(f"a group needs a type and a name (got {group_type!r}, {name!r})")
+        group = Group(
+            group_type=group_type, name=name, description=description, metadata_json=metadata_json
+        )
+        self.session.add(group)
+        self.session.flush()
+        logger.info("created group id=%s type=%s name=%s", group.id, group_type, name)
+        return group.id
+
+    def get_or_create_group(
+        self,
+        group_type: str,
+        name: str,
+        description: str | None = None,
+        metadata_json: dict | None = None,
+    ) -> int:
+        """The id of group (type, name), created if missing. Safe against concurrent callers."""
+        if not group_type or not name:
+            raise ValueError(f"a group needs a type and a name (got {group_type!r}, {name!r})")
+        stmt = _insert_ignore(self.session, Group, ["group_type", "name"]).values(
+            group_type=group_type, name=name, description=description, metadata_json=metadata_json
+        )
+        self.session.execute(stmt)
+        return self.session.execute(
+            select(Group.id).where(Group.group_type == group_type, Group.name == name)
+        ).scalar_one()
+
+    def get_group(self, group_id: int) -> Group | None:
+        return self.session.get(Group, group_id)
+
+    def find_group(self, group_type: str, name: str) -> Group | None:
+        return self.session.scalars(
+            select(Group).where(Group.group_type == group_type, Group.name == name)
+        ).one_or_none()
+
+    def add_group_members(
+        self,
+        group_id: int,
+        members: Iterable[int | Mapping[str, Any]],
+        role: str | None = None,
+    ) -> int:
+        """Add calls to a group; calls already in it are ignored. Members are call ids or dicts
+        with call_id and optional position/role; missing positions continue after the last one.
+        Returns how many were added."""
+        items = [{"call_id": m} if isinstance(m, int) else dict(m) for m in members]
+        present = self._member_call_ids(group_id, [i["call_id"] for i in items])
+        next_position = (
+            self.session.scalar(
+                select(func.max(GroupMember.position)).where(GroupMember.group_id == group_id)
+            )
+            or 0
+        ) + 1
+        rows = []
+        for item in items:
+            if item["call_id"] in present:
+                continue
+            present.add(item["call_id"])
+            if item.get("position") is None:
+                item["position"] = next_position
+                next_position += 1
+            item.setdefault("role", role)
+            rows.append({"group_id": group_id, **item})
+        if not rows:
+            return 0
+        # Insert-or-ignore still guards against a concurrent writer adding the same call.
+        stmt = _insert_ignore(self.session, GroupMember, ["group_id", "call_id"])
+        for start in range(0, len(rows), CHUNK_SIZE):
+            self.session.execute(stmt, rows[start : start + CHUNK_SIZE])
+        return len(rows)
+
+    def _member_call_ids(self, group_id: int, call_ids: list[int]) -> set[int]:
+        present: set[int] = set()
+        for start in range(0, len(call_ids), CHUNK_SIZE):
+            stmt = select(GroupMember.call_id).where(
+                GroupMember.group_id == group_id,
+                GroupMember.call_id.in_(call_ids[start : start + CHUNK_SIZE]),
+            )
+            present.update(self.session.scalars(stmt))
+        return present
+
+    def get_group_members(self, group_id: int) -> list[GroupMember]:
+        """Members (with `.call` loaded), ordered by position."""
+        stmt = (
+            select(GroupMember)
+            .where(GroupMember.group_id == group_id)
+            .order_by(GroupMember.position, GroupMember.id)
+        )
+        return list(self.session.scalars(stmt))
+
+    # --- embeddings ------------------------------------------------------------------------
+
+    def insert_embedding_vectors(
+        self, rows: Iterable[Mapping[str, Any]], *, ignore_duplicates: bool = False
+    ) -> list[int]:
+        """Bulk insert; returns ids in input order. With `ignore_duplicates`, rows whose
+        request_hash is already stored are skipped and the stored row's id is returned
+        (insert-or-ignore, then re-read), which is what concurrent cache writers need."""
+        validated = [validate_embedding(r, f"embedding row {i}") for i, r in enumerate(rows)]
+        if not validated:
+            return []
+        if not ignore_duplicates:
+            stmt = insert(EmbeddingVector).returning(
+                EmbeddingVector.id, sort_by_parameter_order=True
+            )
+            ids: list[int] = []
+            for start in range(0, len(validated), CHUNK_SIZE):
+                ids.extend(
+                    self.session.execute(stmt, validated[start : start + CHUNK_SIZE]).scalars()
+                )
+            return ids
+        if any(r.get("request_hash") is None for r in validated):
+            raise ValueError("ignore_duplicates needs a request_hash on every embedding row")
+        stmt = _insert_ignore(self.session, EmbeddingVector, ["request_hash"])
+        for start in range(0, len(validated), CHUNK_SIZE):
+            self.session.execute(stmt, validated[start : start + CHUNK_SIZE])
+        hashes = [r["request_hash"] for r in validated]
+        stored = self.embedding_ids_by_hash(hashes)
+        return [stored[h] for h in hashes]
+
+    def embedding_ids_by_hash(self, hashes: Sequence[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
+        unique = list(dict.fromkeys(hashes))
+        for start in range(0, len(unique), CHUNK_SIZE):
+            chunk = unique[start : start + CHUNK_SIZE]
+            stmt = select(EmbeddingVector.request_hash, EmbeddingVector.id).where(
+                EmbeddingVector.request_hash.in_(chunk)
+            )
+            found.update({h: i for h, i in self.session.execute(stmt)})
+        return found
+
+    def nearest_embeddings(
+        self, vector: Sequence[float] | np.ndarray, k: int = 10, model: str | None = None
+    ) -> list[tuple[EmbeddingVector, float]]:
+        """The k stored embeddings closest to `vector` by cosine distance (ties by id), with
+        their distances. pgvector's `<=>` in SQL on PostgreSQL; numpy on SQLite."""
+        query = np.asarray(vector, dtype=np.float32)
+        if query.ndim != 1 or query.size == 0:
+            raise ValueError("the query vector must be a non-empty list of numbers")
+        if k <= 0:
+            return []
+        base = select(EmbeddingVector).where(EmbeddingVector.dimension == query.size)
+        if model is not None:
+            base = base.where(EmbeddingVector.model == model)
+        if self.dialect == "postgresql":
+            distance = EmbeddingVector.vector.op("<=>", return_type=Float)(
+                bindparam("query_vector", query, type_=Vector())
+            )
+            stmt = base.add_columns(distance.label("distance")).order_by(
+                distance, EmbeddingVector.id
+            )
+            return [(row[0], float(row[1])) for row in self.session.execute(stmt.limit(k))]
+        return self._nearest_numpy(base, query, k)
+
+    def _nearest_numpy(self, base, query: np.ndarray, k: int):
+        ids_stmt = base.with_only_columns(EmbeddingVector.id, EmbeddingVector.vector)
+        rows = self.session.execute(ids_stmt.order_by(EmbeddingVector.id)).all()
+        if not rows:
+            return []
+        ids = np.array([r[0] for r in rows])
+        matrix = np.vstack([r[1] for r in rows]).astype(np.float64)
+        q = query.astype(np.float64)
+        denom = np.linalg.norm(matrix, axis=1) * np.linalg.norm(q)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            distance = 1.0 - (matrix @ q) / denom
+        distance = np.where(np.isfinite(distance), distance, np.nan)
+        # Stable sort keeps id order among equal distances, as ORDER BY distance, id does.
+        order = np.argsort(distance, kind="stable")[:k]
+        chosen = {e.id: e for e in self.session.scalars(
+            select(EmbeddingVector).where(EmbeddingVector.id.in_(ids[order].tolist()))
+        )}  # fmt: skip
+        return [(chosen[int(ids[i])], float(distance[i])) for i in order]
+
+
+def _num(value) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return None if math.isnan(value) else value

@@ -1,0 +1,65 @@
+"""Nearest-neighbour search: pgvector `<=>` in SQL on PostgreSQL, numpy on SQLite, same answers."""
+
+import numpy as np
+import pytest
+from sqlalchemy import event
+
+from study_query_dagster.db import RawCallRepository
+
+
+def _fill(db, vectors, model="e"):
+    with db.session_scope() as session:
+        repo = RawCallRepository(session)
+        call_id = repo.insert_raw_call(
+            provider="offline", model=model, modality="embedding", status="success",
+            request_json={"input": "x"},
+        )  # fmt: skip
+        return repo.insert_embedding_vectors(
+            [{"call_id": call_id, "model": model, "vector": v, "text": f"t{i}"}
+             for i, v in enumerate(vectors)]
+        )  # fmt: skip
+
+
+def _nearest(db, query, k, model="e"):
+    with db.session_scope() as session:
+        hits = RawCallRepository(session).nearest_embeddings(query, k=k, model=model)
+        return [(e.text, d) for e, d in hits]
+
+
+def test_sqlite_and_postgres_agree(sqlite_db, pg_db):
+    rng = np.random.default_rng(42)
+    vectors = rng.normal(size=(300, 16)).astype(np.float32)
+    vectors[17] = vectors[3]  # an exact tie: both must order it by id
+    _fill(sqlite_db, vectors)
+    _fill(pg_db, vectors)
+    _fill(sqlite_db, rng.normal(size=(5, 8)), model="other")  # other model and dimension
+    _fill(pg_db, rng.normal(size=(5, 8)), model="other")
+
+    statements = []
+    event.listen(pg_db.engine, "before_cursor_execute",
+                 lambda *a: statements.append(a[2]))  # fmt: skip
+
+    for query in (vectors[3], rng.normal(size=16)):
+        from_sqlite = _nearest(sqlite_db, query, k=10)
+        from_pg = _nearest(pg_db, query, k=10)
+        assert [t for t, _ in from_sqlite] == [t for t, _ in from_pg]
+        assert [d for _, d in from_sqlite] == pytest.approx([d for _, d in from_pg], abs=1e-5)
+        # and both agree with a brute-force cosine ranking
+        q = np.asarray(query, dtype=np.float64)
+        sims = (
+            vectors.astype(np.float64) @ q / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(q))
+        )
+        expected = [f"t{i}" for i in np.argsort(1 - sims, kind="stable")[:10]]
+        assert [t for t, _ in from_sqlite] == expected
+
+    assert _nearest(sqlite_db, vectors[3], k=2)[:2] == [("t3", pytest.approx(0, abs=1e-6)),
+                                                         ("t17", pytest.approx(0, abs=1e-6))]  # fmt: skip
+    assert any("<=>" in s and "ORDER BY" in s for s in statements), "PostgreSQL must rank in SQL"
+
+
+def test_model_and_dimension_filter(db):
+    _fill(db, [[1, 0], [0, 1]], model="a")
+    _fill(db, [[1, 0, 0]], model="b")
+    assert [t for t, _ in _nearest(db, [1, 0], k=5, model="a")] == ["t0", "t1"]
+    assert _nearest(db, [1, 0], k=5, model="b") == []
+    assert _nearest(db, [1, 0, 0], k=0, model="b") == []

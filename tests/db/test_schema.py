@@ -1,0 +1,110 @@
+"""Schema set-up, Alembic parity, and the append-only guarantee, on SQLite and PostgreSQL."""
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import inspect, text
+from sqlalchemy.exc import DatabaseError, IntegrityError
+
+from study_query_dagster.db import DatabaseConnection, RawCallRepository
+from study_query_dagster.db.base import Base
+
+TABLES = {"raw_calls", "call_artifacts", "embedding_vectors", "groups", "group_members"}
+
+
+def test_init_db_creates_schema_and_is_idempotent(empty_db_url):
+    db = DatabaseConnection(empty_db_url)
+    db.init_db()
+    db.init_db()  # a second upgrade is a no-op, not an error
+    tables = set(inspect(db.engine).get_table_names())
+    assert tables >= TABLES
+    with db.engine.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+    db.dispose()
+
+
+def test_autogenerate_finds_no_difference(db):
+    with db.engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        diff = compare_metadata(context, Base.metadata)
+    assert diff == []
+
+
+def test_postgres_vector_column_is_pgvector(pg_db):
+    with pg_db.engine.connect() as conn:
+        column_type = conn.execute(
+            text(
+                "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+                "WHERE attrelid = 'embedding_vectors'::regclass AND attname = 'vector'"
+            )
+        ).scalar()
+        extension = conn.execute(
+            text("SELECT extname FROM pg_extension WHERE extname = 'vector'")
+        ).scalar()
+    assert column_type == "vector"
+    assert extension == "vector"
+
+
+def _one_call(db) -> int:
+    with db.session_scope() as session:
+        return RawCallRepository(session).insert_raw_call(
+            provider="offline", model="m", status="success", request_json={"prompt": "hi"}
+        )
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE raw_calls SET status = 'failed' WHERE id = :id",
+        "UPDATE raw_calls SET response_json = NULL WHERE id = :id",
+        "DELETE FROM raw_calls WHERE id = :id",
+    ],
+)
+def test_raw_calls_refuse_update_and_delete(db, statement):
+    call_id = _one_call(db)
+    with pytest.raises(DatabaseError, match="raw_calls is append-only"):
+        with db.engine.begin() as conn:
+            conn.execute(text(statement), {"id": call_id})
+    with db.engine.connect() as conn:
+        row = conn.execute(text("SELECT status FROM raw_calls WHERE id = :id"), {"id": call_id})
+        assert row.scalar() == "success"
+
+
+def test_postgres_refuses_truncate(pg_db):
+    _one_call(pg_db)
+    with pytest.raises(DatabaseError, match="append-only"), pg_db.engine.begin() as conn:
+        conn.execute(text("TRUNCATE raw_calls CASCADE"))
+
+
+def test_orm_update_is_refused_too(db):
+    call_id = _one_call(db)
+    with pytest.raises(DatabaseError, match="append-only"), db.session_scope() as session:
+        call = RawCallRepository(session).get_raw_call(call_id)
+        call.status = "failed"
+
+
+def test_groups_and_memberships_stay_mutable(db):
+    call_id = _one_call(db)
+    with db.session_scope() as session:
+        repo = RawCallRepository(session)
+        group_id = repo.create_group("label", "draft")
+        repo.add_group_members(group_id, [call_id])
+    with db.engine.begin() as conn:
+        conn.execute(text("UPDATE groups SET name = 'final' WHERE id = :id"), {"id": group_id})
+        conn.execute(text("DELETE FROM group_members WHERE group_id = :id"), {"id": group_id})
+    with db.session_scope() as session:
+        repo = RawCallRepository(session)
+        assert repo.get_group(group_id).name == "final"
+        assert repo.get_group_members(group_id) == []
+
+
+def test_check_constraint_rejects_bad_status_in_raw_sql(db):
+    with pytest.raises(IntegrityError), db.engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO raw_calls (provider, modality, status, request_json, created_at)"
+                " VALUES ('x', 'text', 'done', '{}', CURRENT_TIMESTAMP)"
+            )
+        )
+    with db.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM raw_calls")).scalar() == 0
