@@ -1,0 +1,400 @@
+"""A real HTTP server on 127.0.0.1 that speaks the OpenAI, Azure OpenAI and Hyperbolic dialects,
+with configurable latency and scripted faults. Tests point the real clients at it.
+
+Endpoints
+  POST /v1/chat/completions                               OpenAI, Hyperbolic (Bearer auth)
+  POST /v1/embeddings                                     OpenAI (Bearer auth)
+  POST /openai/deployments/{deployment}/chat/completions  Azure (api-key header, ?api-version=)
+  POST /openai/deployments/{deployment}/embeddings        Azure
+
+Replies are deterministic: a chat reply is "echo: <last user message>" (plus the sample seed,
+if any), usage counts whitespace tokens; an embedding is a unit vector derived from the text's
+sha256 (`dimensions` components, default 16), returned as floats or base64 float32.
+
+Faults: `script(Fault(...), ..., match="embeddings")` queues faults consumed in order by the
+next matching requests; `fault_fn(request) -> Fault | None` decides per request (storms);
+`unknown_models` answers 404 for those models/deployments. Every request is recorded.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import numpy as np
+
+
+@dataclass
+class Fault:
+    """What to do instead of answering normally.
+
+    kind: "status" (HTTP `status` with an OpenAI-style error body, or `body` verbatim),
+    "hang" (send nothing for `hang_s` seconds), "drop" (close the connection without a response),
+    "malformed" (200 with a truncated JSON body), "content_filter" (Azure's 400 refusal),
+    "slow" (answer normally after `hang_s` seconds).
+    """
+
+    kind: str = "status"
+    status: int = 500
+    retry_after: float | None = None
+    retry_after_ms: int | None = None
+    body: str | None = None
+    content_type: str = "application/json"
+    hang_s: float = 30.0
+
+
+@dataclass
+class RecordedRequest:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    body: Any
+    at: float
+    fault: str | None = None
+
+    @property
+    def dialect(self) -> str:
+        return "azure" if self.path.startswith("/openai/deployments/") else "openai"
+
+    @property
+    def kind(self) -> str:
+        return "embeddings" if self.path.endswith("/embeddings") else "chat"
+
+
+def words(text: str) -> int:
+    return len(text.split())
+
+
+def fake_embedding(text: str, dimensions: int) -> list[float]:
+    seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+    vector = np.random.default_rng(seed).normal(size=dimensions)
+    return (vector / np.linalg.norm(vector)).astype(np.float32).tolist()
+
+
+@dataclass
+class _Queued:
+    fault: Fault
+    match: str | None
+
+
+class FakeLLMServer:
+    def __init__(self, latency_s: float = 0.0, default_dimensions: int = 16):
+        self.latency_s = latency_s
+        self.default_dimensions = default_dimensions
+        self.requests: list[RecordedRequest] = []
+        self.unknown_models: set[str] = set()
+        self.fault_fn: Callable[[RecordedRequest], Fault | None] | None = None
+        self.reply_fn: Callable[[RecordedRequest], str] | None = None
+        self.require_auth = True
+        self._queue: list[_Queued] = []
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> FakeLLMServer:
+        server = self
+
+        class Handler(_Handler):
+            fake = server
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self._httpd.request_queue_size = 256
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+
+    def __enter__(self) -> FakeLLMServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.requests.clear()
+            self._queue.clear()
+        self.latency_s = 0.0
+        self.unknown_models = set()
+        self.fault_fn = None
+        self.reply_fn = None
+        self.require_auth = True
+
+    # --- addresses ---------------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        assert self._httpd is not None, "server not started"
+        return self._httpd.server_address[1]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def openai_base_url(self) -> str:
+        return f"{self.url}/v1"
+
+    # --- faults and inspection -------------------------------------------------------------
+
+    def script(self, *faults: Fault, match: str | None = None) -> None:
+        """Queue faults for the next requests whose path contains `match` (any if None)."""
+        with self._lock:
+            self._queue.extend(_Queued(f, match) for f in faults)
+
+    def count(self, path_contains: str = "", *, succeeded: bool | None = None) -> int:
+        with self._lock:
+            hits = [r for r in self.requests if path_contains in r.path]
+        if succeeded is not None:
+            hits = [r for r in hits if (r.fault is None) == succeeded]
+        return len(hits)
+
+    def _next_fault(self, request: RecordedRequest) -> Fault | None:
+        with self._lock:
+            for i, queued in enumerate(self._queue):
+                if queued.match is None or queued.match in request.path:
+                    return self._queue.pop(i).fault
+        if self.fault_fn is not None:
+            return self.fault_fn(request)
+        return None
+
+    def _record(self, request: RecordedRequest) -> None:
+        with self._lock:
+            self.requests.append(request)
+
+    def wait(self, seconds: float) -> None:
+        """Sleep that ends early when the server stops (so hangs never outlive a test run)."""
+        self._stopping.wait(seconds)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    fake: FakeLLMServer
+    protocol_version = "HTTP/1.1"  # keep-alive, like real APIs
+
+    def log_message(self, *args) -> None:  # quiet
+        pass
+
+    def do_GET(self) -> None:
+        if self.path == "/health":
+            self._send_json(200, {"ok": True})
+        else:
+            self._send_error(404, "not_found", f"no route for GET {self.path}")
+
+    def do_POST(self) -> None:
+        split = urlsplit(self.path)
+        length = int(self.headers.get("content-length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            body = json.loads(raw) if raw else None
+        except json.JSONDecodeError:
+            body = raw.decode(errors="replace")
+        request = RecordedRequest(
+            method="POST", path=split.path, query=parse_qs(split.query),
+            headers={k.lower(): v for k, v in self.headers.items()}, body=body, at=time.time(),
+        )  # fmt: skip
+        fault = self.fake._next_fault(request)
+        request.fault = fault.kind if fault else None
+        self.fake._record(request)
+
+        if self.fake.latency_s:
+            self.fake.wait(self.fake.latency_s)
+        if fault is not None and fault.kind != "slow":
+            self._apply_fault(fault)
+            return
+        if fault is not None:
+            self.fake.wait(fault.hang_s)
+
+        route = self._route(split.path)
+        if route is None:
+            self._send_error(404, "not_found", f"no route for POST {split.path}")
+            return
+        dialect, kind, deployment = route
+        problem = self._check_request(request, dialect, deployment)
+        if problem:
+            request.fault = "rejected"
+            self._send_error(*problem)
+            return
+        if kind == "chat":
+            self._send_json(200, self._chat_reply(request, deployment))
+        else:
+            self._send_json(200, self._embedding_reply(request, deployment))
+
+    # --- routing and validation ------------------------------------------------------------
+
+    @staticmethod
+    def _route(path: str) -> tuple[str, str, str | None] | None:
+        if path == "/v1/chat/completions":
+            return "openai", "chat", None
+        if path == "/v1/embeddings":
+            return "openai", "embeddings", None
+        parts = path.strip("/").split("/")
+        if len(parts) >= 4 and parts[:2] == ["openai", "deployments"]:
+            tail = "/".join(parts[3:])
+            if tail == "chat/completions":
+                return "azure", "chat", parts[2]
+            if tail == "embeddings":
+                return "azure", "embeddings", parts[2]
+        return None
+
+    def _check_request(self, request: RecordedRequest, dialect: str, deployment: str | None):
+        headers = request.headers
+        if self.fake.require_auth:
+            if dialect == "azure" and not headers.get("api-key"):
+                return 401, "invalid_api_key", "Access denied due to missing subscription key."
+            if dialect == "openai" and not headers.get("authorization", "").startswith("Bearer "):
+                return 401, "invalid_api_key", "You didn't provide an API key."
+        if dialect == "azure" and not request.query.get("api-version"):
+            return 404, "404", "Resource not found (api-version missing)"
+        if not isinstance(request.body, dict):
+            return 400, "invalid_request_error", "We could not parse the JSON body of your request."
+        model = deployment or request.body.get("model")
+        if not model:
+            return 400, "invalid_request_error", "you must provide a model parameter"
+        if model in self.fake.unknown_models:
+            code = "DeploymentNotFound" if dialect == "azure" else "model_not_found"
+            return 404, code, f"The model `{model}` does not exist or you do not have access to it."
+        return None
+
+    # --- replies ---------------------------------------------------------------------------
+
+    def _chat_reply(self, request: RecordedRequest, deployment: str | None) -> dict:
+        body = request.body
+        messages = body.get("messages") or []
+        if self.fake.reply_fn is not None:
+            text = self.fake.reply_fn(request)
+        else:
+            last_user = next(
+                (m.get("content") for m in reversed(messages) if m.get("role") == "user"), ""
+            )
+            text = f"echo: {last_user}"
+            if body.get("seed") is not None:
+                text += f" [seed {body['seed']}]"
+        prompt_tokens = sum(words(str(m.get("content", ""))) for m in messages)
+        completion_tokens = words(text)
+        finish = "stop"
+        if body.get("max_tokens") and completion_tokens > body["max_tokens"]:
+            text = " ".join(text.split()[: body["max_tokens"]])
+            completion_tokens, finish = body["max_tokens"], "length"
+        number = len(self.fake.requests)
+        return {
+            "id": f"chatcmpl-fake-{number}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": deployment or body.get("model"),
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": finish,
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+        }
+
+    def _embedding_reply(self, request: RecordedRequest, deployment: str | None) -> dict:
+        body = request.body
+        inputs = body.get("input")
+        inputs = [inputs] if isinstance(inputs, str) else list(inputs or [])
+        dimensions = int(body.get("dimensions") or self.fake.default_dimensions)
+        data = []
+        for i, text in enumerate(inputs):
+            vector = fake_embedding(str(text), dimensions)
+            if body.get("encoding_format") == "base64":
+                encoded: Any = base64.b64encode(np.asarray(vector, "<f4").tobytes()).decode()
+            else:
+                encoded = vector
+            data.append({"object": "embedding", "index": i, "embedding": encoded})
+        tokens = sum(words(str(t)) for t in inputs)
+        return {
+            "object": "list",
+            "data": data,
+            "model": deployment or body.get("model"),
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+
+    # --- faults ----------------------------------------------------------------------------
+
+    def _apply_fault(self, fault: Fault) -> None:
+        if fault.kind == "hang":
+            self.fake.wait(fault.hang_s)
+            self._drop()
+        elif fault.kind == "drop":
+            self._drop()
+        elif fault.kind == "malformed":
+            self._send_raw(200, b'{"id": "chatcmpl-broken", "choices": [{"mess', "application/json")
+        elif fault.kind == "content_filter":
+            self._send_json(
+                400,
+                {
+                    "error": {
+                        "message": "The response was filtered due to the prompt triggering "
+                        "content management policy.",
+                        "type": None,
+                        "param": "prompt",
+                        "code": "content_filter",
+                        "status": 400,
+                        "innererror": {"code": "ResponsibleAIPolicyViolation"},
+                    }
+                },
+            )
+        else:
+            headers = {}
+            if fault.retry_after is not None:
+                headers["Retry-After"] = str(fault.retry_after)
+            if fault.retry_after_ms is not None:
+                headers["retry-after-ms"] = str(fault.retry_after_ms)
+            if fault.body is not None:
+                self._send_raw(fault.status, fault.body.encode(), fault.content_type, headers)
+            else:
+                self._send_error(fault.status, f"http_{fault.status}", f"scripted {fault.status}",
+                                 headers)  # fmt: skip
+
+    def _drop(self) -> None:
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def _send_error(self, status: int, code: str, message: str, headers=None) -> None:
+        body = {"error": {"message": message, "type": "invalid_request_error", "code": code}}
+        self._send_json(status, body, headers)
+
+    def _send_json(self, status: int, payload: Any, headers=None) -> None:
+        self._send_raw(status, json.dumps(payload).encode(), "application/json", headers)
+
+    def _send_raw(self, status: int, data: bytes, content_type: str, headers=None) -> None:
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("x-request-id", f"req-{len(self.fake.requests)}")
+            for key, value in (headers or {}).items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
