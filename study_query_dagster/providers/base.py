@@ -28,7 +28,11 @@ STATUS_ERROR_TYPES = {
     422: "unprocessable_entity",
     429: "rate_limit",
 }
-CONTENT_FILTER_CODES = {"content_filter", "content_policy_violation", "responsibleaipolicyviolation"}
+CONTENT_FILTER_CODES = {
+    "content_filter",
+    "content_policy_violation",
+    "responsibleaipolicyviolation",
+}
 
 
 class ProviderError(Exception):

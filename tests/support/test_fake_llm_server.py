@@ -26,7 +26,9 @@ async def test_azure_client_paths_and_faults(llm_server):
     )
     llm_server.script(Fault(status=429, retry_after=2))
     with pytest.raises(openai.RateLimitError) as caught:
-        await client.chat.completions.create(model="dep", messages=[{"role": "user", "content": "x"}])
+        await client.chat.completions.create(
+            model="dep", messages=[{"role": "user", "content": "x"}]
+        )
     assert caught.value.response.headers["retry-after"] == "2"
     reply = await client.chat.completions.create(
         model="dep", messages=[{"role": "user", "content": "x"}]
@@ -58,7 +60,9 @@ async def test_auth_and_unknown_model(llm_server):
     async with httpx.AsyncClient() as client:
         url = f"{llm_server.url}/v1/chat/completions"
         assert (await client.post(url, json={"model": "m"})).status_code == 401
-        response = await client.post(url, json={"model": "ghost"}, headers={"Authorization": "Bearer k"})
+        response = await client.post(
+            url, json={"model": "ghost"}, headers={"Authorization": "Bearer k"}
+        )
         assert response.status_code == 404
         assert response.json()["error"]["code"] == "model_not_found"
     assert llm_server.count("/chat/completions", succeeded=False) == 2
