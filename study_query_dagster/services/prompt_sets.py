@@ -25,7 +25,7 @@ import string
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -46,10 +46,13 @@ from .pricing import PriceTable, get_price_table
 
 log = get_logger(__name__)
 
-PROVIDERS = ("azure", "openai", "hyperbolic", "offline")
-EMBED_PROVIDERS = ("azure", "openai", "offline")
-SCHEDULES = ("none", "daily", "hourly")
-ROLES = ("system", "user", "assistant")
+Provider = Literal["azure", "openai", "hyperbolic", "offline"]
+EmbedProvider = Literal["azure", "openai", "offline"]
+Schedule = Literal["none", "daily", "hourly"]
+Role = Literal["system", "user", "assistant"]
+PROVIDERS: tuple[str, ...] = get_args(Provider)
+EMBED_PROVIDERS: tuple[str, ...] = get_args(EmbedProvider)
+SCHEDULES: tuple[str, ...] = get_args(Schedule)
 SUFFIXES = (".yaml", ".yml", ".json")
 MAX_SAMPLES = 100
 MAX_STOP_SEQUENCES = 4
@@ -134,7 +137,7 @@ def _check_ident(value: str) -> str:
 
 
 def _check_scalar(value: Any) -> Any:
-    if value is None or not isinstance(value, (str, int, float, bool)):
+    if not isinstance(value, (str, int, float, bool)):
         raise ValueError(f"must be a string or a number (got {type(value).__name__})")
     return value
 
@@ -185,7 +188,7 @@ class _Strict(BaseModel):
 
 
 class ChatMessage(_Strict):
-    role: Literal["system", "user", "assistant"]
+    role: Role
     content: NonEmptyStr
     name: str | None = None
 
@@ -242,7 +245,7 @@ ALLOWED_PARAMS = tuple(sorted(TargetParams.model_fields))
 
 
 class Target(_Strict):
-    provider: Literal["azure", "openai", "hyperbolic", "offline"]
+    provider: Provider
     model: NonEmptyStr | None = None
     deployment: NonEmptyStr | None = None
     label: Ident | None = None
@@ -282,19 +285,25 @@ class EmbedConfig(_Strict):
     """`embed: true|false|on|off`, or a mapping with optional provider/model (on by default)."""
 
     enabled: bool = False
-    provider: Literal["azure", "openai", "offline"] | None = None
+    provider: EmbedProvider | None = None
     model: NonEmptyStr | None = None
 
     @model_validator(mode="before")
     @classmethod
     def _shorthand(cls, value: Any) -> Any:
+        if isinstance(value, EmbedConfig):
+            return value
+        if value is None:  # `embed:` left empty
+            return {"enabled": False}
         if isinstance(value, str) and value.lower() in _SWITCH:
             return {"enabled": _SWITCH[value.lower()]}
         if isinstance(value, bool):
             return {"enabled": value}
-        if isinstance(value, dict) and "enabled" not in value:
-            return {**value, "enabled": True}
-        return value
+        if isinstance(value, dict):
+            return value if "enabled" in value else {**value, "enabled": True}
+        raise ValueError(
+            f"use on/off (true/false) or a mapping with optional provider and model (got {value!r})"
+        )
 
 
 _DEFER_CROSS_CHECKS = "defer_cross_checks"
@@ -311,9 +320,9 @@ class PromptSet(_Strict):
     prompts: list[Prompt] = Field(min_length=1)
     targets: list[Target] = Field(min_length=1)
     samples: int = Field(1, ge=1, le=MAX_SAMPLES)
-    embed: EmbedConfig = Field(default_factory=EmbedConfig)
+    embed: EmbedConfig = Field(default_factory=lambda: EmbedConfig(enabled=False))
     cache: bool = False
-    schedule: Literal["none", "daily", "hourly"] = "none"
+    schedule: Schedule = "none"
     tags: list[NonEmptyStr] = Field(default_factory=list)
 
     _labels: list[str] = PrivateAttr(default_factory=list)
@@ -671,19 +680,35 @@ def _parse(text: str, source: str, as_json: bool) -> tuple[Any, yaml.Node | None
                 raise PromptSetError(problems)
         data = loader.construct_document(root) if root is not None else None
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else None
-        column = mark.column + 1 if mark else None
-        problem = exc.problem or exc.context or "cannot parse"
-        at = f" at column {column}" if column else ""
-        raise PromptSetError(
-            [PromptSetProblem(source, line, _path_at(text), f"invalid YAML{at}: {problem}", column)]
-        ) from None
+        raise PromptSetError([_syntax_problem(exc, text, source)]) from None
     except yaml.YAMLError as exc:
         raise PromptSetError([PromptSetProblem(source, None, "", f"invalid YAML: {exc}")]) from None
     finally:
         loader.dispose()
     return data, root
+
+
+def _syntax_problem(exc: yaml.MarkedYAMLError, text: str, source: str) -> PromptSetProblem:
+    problem, context = exc.problem or "cannot parse", exc.context or ""
+    mark, context_mark = exc.problem_mark, exc.context_mark
+    at_end = "end of stream" in problem or "<stream end>" in problem
+    if context_mark and (mark is None or at_end):
+        # An unclosed quote or bracket fails at the end of the file; where it opened is the news.
+        line, column = context_mark.line + 1, context_mark.column + 1
+        message = f"invalid YAML at column {column}: {context} starting here: {problem}"
+        if mark:
+            message += f" (line {mark.line + 1})"
+    elif mark:
+        line, column = mark.line + 1, mark.column + 1
+        message = f"invalid YAML at column {column}: {problem}"
+        if context and context_mark:
+            message += f" ({context}, line {context_mark.line + 1})"
+    else:
+        line = column = None
+        message = f"invalid YAML: {problem}"
+    if "flow" in context:
+        message += "; inside [...] and {...}, quote text containing , ? : [ ] { }"
+    return PromptSetProblem(source, line, _path_at(text), message, column)
 
 
 def _duplicate_keys(root: yaml.Node, source: str) -> list[PromptSetProblem]:
@@ -788,9 +813,8 @@ def _validate(data: Any, root: yaml.Node | None, source: str) -> PromptSet:
         return PromptSetProblem(source, line, _format_loc(loc), message, column)
 
     if data is None:
-        raise PromptSetError(
-            [problem((), "the file is empty; a prompt set needs name, prompts and targets")]
-        )
+        message = "the file is empty; a prompt set needs name, prompts and targets"
+        raise PromptSetError([PromptSetProblem(source, 1, "", message)])
     if not isinstance(data, dict):
         kind = "a list" if isinstance(data, list) else f"a {type(data).__name__}"
         raise PromptSetError(
@@ -814,7 +838,10 @@ def _validate(data: Any, root: yaml.Node | None, source: str) -> PromptSet:
         prompts: list[tuple[int, Prompt]] = list(enumerate(prompt_set.prompts))
         targets: list[tuple[int, Target]] = list(enumerate(prompt_set.targets))
     else:  # cross-check the items that are valid on their own, so all problems show at once
-        template = data.get("template") if isinstance(data.get("template"), str) else None
+        raw = data.get("template")
+        # A template of the wrong type is already reported; "" keeps vars prompts from being
+        # blamed for it as well.
+        template = raw if isinstance(raw, str) else (None if raw is None else "")
         prompts = _valid_items(data.get("prompts"), Prompt)
         targets = _valid_items(data.get("targets"), Target)
     problems.extend(problem(loc, msg) for loc, msg in _cross_check(template, prompts, targets))
