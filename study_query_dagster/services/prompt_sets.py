@@ -605,9 +605,10 @@ def discover_prompt_sets(
     loaded: dict[str, LoadedPromptSet] = {}
     errors: dict[str, PromptSetError] = {}
     files = sorted(
-        p for p in directory.iterdir()
+        p
+        for p in directory.iterdir()
         if p.suffix.lower() in SUFFIXES and not p.name.startswith(".") and p.is_file()
-    )  # fmt: skip
+    )
     by_name: dict[str, list[LoadedPromptSet]] = {}
     for file in files:
         try:
@@ -632,8 +633,11 @@ def discover_prompt_sets(
             )
     log.info(
         "prompt sets in %s: %d valid, %d invalid (%s)",
-        directory, len(loaded), len(errors), ", ".join(sorted(loaded)) or "none",
-    )  # fmt: skip
+        directory,
+        len(loaded),
+        len(errors),
+        ", ".join(sorted(loaded)) or "none",
+    )
     return dict(sorted(loaded.items())), errors
 
 
@@ -723,11 +727,13 @@ def _duplicate_keys(root: yaml.Node, source: str) -> list[PromptSetProblem]:
                     if key.value in seen:
                         problems.append(
                             PromptSetProblem(
-                                source, key.start_mark.line + 1, _format_loc((*loc, key.value)),
+                                source,
+                                key.start_mark.line + 1,
+                                _format_loc((*loc, key.value)),
                                 f"duplicate key {key.value!r} (first on line {seen[key.value]})",
                                 key.start_mark.column + 1,
                             )
-                        )  # fmt: skip
+                        )
                     else:
                         seen[key.value] = key.start_mark.line + 1
                     walk(value, (*loc, key.value))
