@@ -23,8 +23,6 @@ from .files import WORKSPACE, compose
 
 pytestmark = pytest.mark.slow
 
-IMAGE_PORTS = {"code-server": "4000", "webserver": "3000"}
-
 
 def _localise(argv: list[str], ports: dict[str, str]) -> list[str]:
     """A container's argv for this machine: free ports instead of the image's, loopback only."""
