@@ -19,7 +19,9 @@ from sqlalchemy import create_engine, inspect
 
 from tests.support.processes import STARTUP_DEADLINE_S, free_port
 
-from .files import WORKSPACE, compose
+from .files import DEPLOY, WORKSPACE, compose
+
+STATUS_QUERY = DEPLOY / "monitoring" / "status.graphql"
 
 pytestmark = pytest.mark.slow
 
@@ -140,5 +142,20 @@ def test_compose_services_start_find_each_other_and_pass_their_probes(
                     ("study_query_dagster", "LOADED")
                 ]
                 assert entries[0]["locationOrLoadError"]["__typename"] == "RepositoryLocation"
+
+                # The monitoring query of DEPLOYMENT.md answers on this deployment.
+                status = httpx.post(
+                    f"http://127.0.0.1:{ports['3000']}/graphql",
+                    json={"query": STATUS_QUERY.read_text()},
+                    timeout=30,
+                ).json()
+                assert "errors" not in status, status
+                data = status["data"]
+                assert data["queued"]["count"] == 0 and data["inProgress"]["count"] == 0
+                daemons = data["instance"]["daemonHealth"]["allDaemonStatuses"]
+                required = {d["daemonType"]: d["healthy"] for d in daemons if d["required"]}
+                assert "QUEUED_RUN_COORDINATOR" in required and "MONITORING" in required
+                assert all(required.values()), daemons
+                assert data["instance"]["concurrencyLimits"] == []
     finally:
         pg_server.drop_database(empty_app_db)
