@@ -86,18 +86,27 @@ def test_pg_dump_and_pg_restore_round_trip(pg_db, pg_server, tmp_path):
         pg_server.drop_database(target_url)
 
 
-def test_sqlite_online_backup_while_the_database_is_open(sqlite_db, tmp_path):
+def _backup_command(tool: str, source: Path, backup: Path) -> list[str]:
+    """The two commands DEPLOYMENT.md gives; both use SQLite's online backup API."""
+    if tool == "sqlite3":
+        shell = shutil.which("sqlite3")
+        if not shell:
+            pytest.skip("the sqlite3 shell is not installed")
+        return [shell, str(source), f".backup '{backup}'"]
+    code = f"import sqlite3; sqlite3.connect('{source}').backup(sqlite3.connect('{backup}'))"
+    return [sys.executable, "-c", code]
+
+
+@pytest.mark.parametrize("tool", ["sqlite3", "python"])
+def test_sqlite_online_backup_while_the_database_is_open(tool, sqlite_db, tmp_path):
     _fill(sqlite_db)
     source = Path(sqlite_db.url.database)
     backup = tmp_path / "study-backup.db"
-    # The command DEPLOYMENT.md gives (the sqlite3 shell's `.backup` uses the same API); the
-    # app's own connection stays open, as it would during a run.
+    # The app's own connection stays open, as it would during a run; recent commits are still
+    # in the -wal file, which a plain file copy would miss.
     with sqlite_db.engine.connect():
-        subprocess.run(
-            [sys.executable, "-c",
-             f"import sqlite3; sqlite3.connect('{source}').backup(sqlite3.connect('{backup}'))"],
-            check=True,
-        )  # fmt: skip
+        assert Path(f"{source}-wal").stat().st_size > 0
+        subprocess.run(_backup_command(tool, source, backup), check=True)
     with sqlite3.connect(backup) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     restored = DatabaseConnection(f"sqlite:///{backup}")

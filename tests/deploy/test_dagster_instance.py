@@ -93,6 +93,12 @@ def test_migrate_then_materialize_on_postgres(pg_deployment):
         engine.dispose()
     assert [r.run_id for r in rows] == [result.run_id]
 
+    # docker-compose's migrate service runs on every start: a second migrate is harmless.
+    pg_deployment.migrate()
+    with dg.DagsterInstance.get() as instance:
+        event = instance.get_latest_materialization_event(dg.AssetKey("deploy_probe"))
+        assert event is not None and event.run_id == result.run_id
+
 
 def test_llm_api_pool_limit_is_set_with_the_cli(pg_dagster_instance, pg_deployment):
     """dagster.yaml has no per-pool key; the command DEPLOYMENT.md gives sets the limit."""
