@@ -1,1 +1,1 @@
-pytest_plugins = ["tests.support.db", "tests.support.llm"]
+pytest_plugins = ["tests.support.db", "tests.support.llm", "tests.support.deployment"]
