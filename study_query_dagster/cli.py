@@ -19,6 +19,8 @@ LOCAL_DAGSTER_YAML = """\
 # deploy/dagster.yaml is the PostgreSQL variant for production.
 telemetry:
   enabled: false
+nux:
+  enabled: false
 python_logs:
   managed_python_loggers:
     - study_query_dagster
