@@ -336,7 +336,7 @@ EMBEDDING_PROVIDERS: dict[str, type[BaseEmbeddingProvider]] = {
 }
 
 
-def create_embedding_provider(name: str, **config: Any) -> BaseEmbeddingProvider:
+def create_embedding_provider(name: str, /, **config: Any) -> BaseEmbeddingProvider:
     """An embedding provider by name ("azure", "openai", "offline") with its constructor's
     arguments. Unknown names or arguments raise ValueError listing what is accepted."""
     cls = EMBEDDING_PROVIDERS.get(name)

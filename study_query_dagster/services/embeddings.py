@@ -134,7 +134,7 @@ class RetryPolicy:
 
     def wait(self, state: RetryCallState) -> float:
         backoff = wait_exponential_jitter(
-            initial=self.initial_wait, max=self.max_wait, jitter=self.jitter
+            multiplier=self.initial_wait, max=self.max_wait, jitter=self.jitter
         )(state)
         error = state.outcome.exception() if state.outcome else None
         retry_after = getattr(error, "retry_after", None)
