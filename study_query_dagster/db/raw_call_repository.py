@@ -10,6 +10,7 @@ import hashlib
 import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -17,6 +18,7 @@ import numpy as np
 from pgvector.sqlalchemy import VECTOR
 from sqlalchemy import (
     Float,
+    LargeBinary,
     String,
     Text,
     bindparam,
@@ -27,6 +29,7 @@ from sqlalchemy import (
     literal,
     select,
     text,
+    type_coerce,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -410,16 +413,34 @@ class RawCallRepository:
 
     def embeddings_by_hash(
         self, hashes: Sequence[str], chunk_size: int = CHUNK_SIZE
-    ) -> dict[str, EmbeddingVector]:
-        """Stored embeddings for these request hashes (absent hashes are left out).
-        One query per chunk of `chunk_size` hashes, never one per hash."""
-        found: dict[str, EmbeddingVector] = {}
+    ) -> dict[str, StoredEmbedding]:
+        """Stored embeddings for these request hashes (absent hashes are left out). One query
+        per chunk of `chunk_size` hashes, never one per hash."""
+        found: dict[str, StoredEmbedding] = {}
         unique = list(dict.fromkeys(hashes))
+        postgres = self.dialect == "postgresql"
+        # Raw bytes, decoded with one numpy call per row: pgvector's binary form (vector_send)
+        # reads ~5x faster than its text form; on SQLite this skips the type's row processing.
+        if postgres:
+            vector = func.vector_send(EmbeddingVector.vector)
+        else:
+            vector = type_coerce(EmbeddingVector.vector, LargeBinary)
+        columns = (EmbeddingVector.id, EmbeddingVector.request_hash, EmbeddingVector.call_id,
+                   EmbeddingVector.model, EmbeddingVector.dimension, vector.label("vector"),
+                   EmbeddingVector.text)  # fmt: skip
         for start in range(0, len(unique), chunk_size):
-            stmt = select(EmbeddingVector).where(
+            stmt = select(*columns).where(
                 EmbeddingVector.request_hash.in_(unique[start : start + chunk_size])
             )
-            found.update({e.request_hash: e for e in self.session.scalars(stmt)})
+            rows = self.session.execute(stmt).tuples()
+            for id_, request_hash, call_id, model, dimension, data, text_ in rows:
+                if postgres:
+                    values = decode_vector_send(data)
+                else:
+                    values = np.frombuffer(data, dtype="<f4").astype(np.float32)
+                found[request_hash] = StoredEmbedding(
+                    id_, request_hash, call_id, model, dimension, values, text_
+                )
         return found
 
     def ensure_hnsw_index(self, model: str, dimension: int) -> str | None:
@@ -524,6 +545,28 @@ class RawCallRepository:
             select(EmbeddingVector).where(EmbeddingVector.id.in_(ids[order].tolist()))
         )}  # fmt: skip
         return [(chosen[int(ids[i])], float(distance[i])) for i in order]
+
+
+@dataclass(frozen=True)
+class StoredEmbedding:
+    """A stored embedding without its ORM overhead (what cache lookups need)."""
+
+    id: int
+    request_hash: str
+    call_id: int
+    model: str
+    dimension: int
+    vector: np.ndarray
+    text: str | None
+
+
+def decode_vector_send(data: bytes | memoryview) -> np.ndarray:
+    """pgvector's binary format: int16 dimension, int16 unused, then big-endian float32s."""
+    dimension = int.from_bytes(bytes(data[:2]), "big")
+    vector = np.frombuffer(data, dtype=">f4", offset=4).astype(np.float32)
+    if vector.size != dimension:
+        raise ValueError(f"vector_send: header says {dimension} dimensions, got {vector.size}")
+    return vector
 
 
 def _num(value) -> float | None:

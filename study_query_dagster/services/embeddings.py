@@ -27,6 +27,8 @@ import unicodedata
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property, lru_cache
+from json.encoder import c_encode_basestring, py_encode_basestring  # type: ignore[attr-defined]
 from typing import Any, TypeVar
 
 import numpy as np
@@ -78,6 +80,10 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+# How json.dumps(..., ensure_ascii=False) writes one string (the C encoder when available).
+_json_string = c_encode_basestring or py_encode_basestring
+
+
 def compute_request_hash(
     text: str,
     *,
@@ -86,16 +92,30 @@ def compute_request_hash(
     dimensions: int | None = None,
     encoding_format: str = "float",
 ) -> str:
-    """The cache identity of one embedding request (the text is normalised first)."""
-    payload = {
-        "key_version": KEY_VERSION,
-        "provider": provider,
-        "model": model,
-        "normalized_text": normalize_text(text),
-        "dimensions": dimensions,
-        "encoding_format": encoding_format,
-    }
-    return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
+    """The cache identity of one embedding request (the text is normalised first): sha256 of
+    canonical_json({key_version, provider, model, normalized_text, dimensions, encoding_format})."""
+    prefix, suffix = _hash_frame(provider, model, dimensions, encoding_format)
+    return _hash_normalized(prefix, normalize_text(text), suffix)
+
+
+@lru_cache(maxsize=1024)
+def _hash_frame(
+    provider: str, model: str, dimensions: int | None, encoding_format: str
+) -> tuple[str, str]:
+    """The canonical JSON around the text, split at the text. Equal to `canonical_json` of the
+    whole payload (a test checks it); built once per request key since batches share keys."""
+    marker = "\x00text\x00"
+    frame = canonical_json({
+        "key_version": KEY_VERSION, "provider": provider, "model": model,
+        "normalized_text": marker, "dimensions": dimensions, "encoding_format": encoding_format,
+    })  # fmt: skip
+    prefix, suffix = frame.split(_json_string(marker))
+    return prefix, suffix
+
+
+def _hash_normalized(prefix: str, normalized: str, suffix: str) -> str:
+    data = prefix + _json_string(normalized) + suffix
+    return hashlib.sha256(data.encode("utf-8")).hexdigest()
 
 
 def utf8_token_bound(text: str) -> int:
@@ -207,11 +227,15 @@ class EmbeddingRequest:
     truncate: bool | None = None
 
 
-@dataclass
+@dataclass(eq=False)
 class EmbeddingResponse:
-    """The result for one item: `vector` (float32 values) or `error`."""
+    """The result for one item: a vector, or `error`.
 
-    vector: list[float] | None
+    `array` is the float32 vector as a read-only numpy array (shared with the cache: copy it
+    before changing it); `vector` is the same values as a list, made on first access.
+    """
+
+    array: np.ndarray | None
     model: str | None
     dimension: int | None
     request_hash: str | None
@@ -221,6 +245,10 @@ class EmbeddingResponse:
     text: str | None = None  # the normalised (possibly truncated) text that was embedded
     truncated: bool = False
     error: EmbeddingError | None = None
+
+    @cached_property
+    def vector(self) -> list[float] | None:
+        return None if self.array is None else self.array.tolist()
 
     @property
     def ok(self) -> bool:
@@ -274,10 +302,13 @@ class _Entry:
     model: str
     text: str | None
 
+    def __post_init__(self):
+        self.vector.flags.writeable = False  # shared by the LRU and every response
+
     @classmethod
-    def of(cls, row: EmbeddingVector) -> _Entry:
-        return cls(np.asarray(row.vector, dtype=np.float32), row.id, row.call_id, row.model,
-                   row.text)  # fmt: skip
+    def of(cls, row: Any) -> _Entry:
+        vector = np.asarray(row.vector, dtype=np.float32)
+        return cls(vector, row.id, row.call_id, row.model, row.text)
 
 
 @dataclass
@@ -726,10 +757,8 @@ class EmbeddingService:
             tokens = self.token_counter(text)
             out.truncated = True
         out.text, out.tokens = text, tokens
-        out.request_hash = compute_request_hash(
-            text, provider=self.provider_name, model=model, dimensions=dimensions,
-            encoding_format=encoding_format,
-        )  # fmt: skip
+        prefix, suffix = _hash_frame(self.provider_name, model, dimensions, encoding_format)
+        out.request_hash = _hash_normalized(prefix, text, suffix)
         return out
 
     def _truncate(self, text: str, limit: int) -> str:
@@ -905,7 +934,7 @@ class EmbeddingService:
             return EmbeddingResponse(None, model, None, item.request_hash, text=item.text,
                                      truncated=item.truncated, error=error)  # fmt: skip
         return EmbeddingResponse(
-            vector=entry.vector.tolist(),
+            array=entry.vector,
             model=entry.model,
             dimension=int(entry.vector.size),
             request_hash=item.request_hash,
