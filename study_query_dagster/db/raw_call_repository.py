@@ -432,7 +432,7 @@ class RawCallRepository:
             stmt = select(*columns).where(
                 EmbeddingVector.request_hash.in_(unique[start : start + chunk_size])
             )
-            rows = self.session.execute(stmt).tuples()
+            rows = self.session.execute(stmt)
             for id_, request_hash, call_id, model, dimension, data, text_ in rows:
                 if postgres:
                     values = decode_vector_send(data)

@@ -33,6 +33,7 @@ logger = get_logger(__name__)
 ENCODING_FORMATS = ("float", "base64")
 # OpenAI's documented per-input limit for text-embedding-3-* and ada-002 (Azure serves the same).
 OPENAI_EMBEDDING_TOKEN_LIMIT = 8191
+OPENAI_REQUEST_TOKEN_LIMIT = 300_000
 DEFAULT_TIMEOUT_S = 60.0
 
 
@@ -91,6 +92,8 @@ class BaseEmbeddingProvider(ABC):
     default_model: str | None = None
     # Per-input token limit assumed for every model of this provider (None: no limit).
     default_token_limit: int | None = OPENAI_EMBEDDING_TOKEN_LIMIT
+    # Tokens summed over one request's inputs (OpenAI: 300,000; None: no limit).
+    max_request_tokens: int | None = OPENAI_REQUEST_TOKEN_LIMIT
 
     @abstractmethod
     async def embed(
@@ -309,6 +312,7 @@ class OfflineEmbeddingProvider(BaseEmbeddingProvider):
     name = "offline"
     default_model = "offline-hash-v1"
     default_token_limit = None
+    max_request_tokens = None
 
     def __init__(self, dimensions: int = 256, *, default_model: str | None = None):
         self.default_model = default_model or self.default_model

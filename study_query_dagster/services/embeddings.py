@@ -58,8 +58,6 @@ KEY_VERSION = 1
 DEFAULT_MAX_BATCH_SIZE = 256
 # OpenAI accepts at most 2048 inputs per embeddings request.
 MAX_INPUTS_PER_CALL = 2048
-# OpenAI also caps the tokens summed over one request's inputs.
-DEFAULT_TOKENS_PER_CALL = 300_000
 PROBE_TEXT = "deployment probe"
 # Errors meaning "this provider:model cannot be used" (missing deployment/model, bad key).
 INVALID_DEPLOYMENT_STATUSES = {401, 403, 404}
@@ -379,8 +377,10 @@ class EmbeddingService:
     `EmbeddingRequest`) may override. `token_limits` maps a model to its per-input limit (the
     provider's default otherwise: 8191 for OpenAI/Azure, none offline); `token_counter` counts a
     text's tokens (default `utf8_token_bound`, an over-estimate that needs no downloads);
-    `truncate` cuts over-long texts instead of failing them. `group_id` and `metadata` (seed,
-    library versions, ...) are provenance stored with every call.
+    `truncate` cuts over-long texts instead of failing them. A call carries at most
+    `max_batch_size` inputs and `max_tokens_per_call` counted tokens (default: the provider's
+    request limit, 300,000 for OpenAI/Azure). `group_id` and `metadata` (seed, library
+    versions, ...) are provenance stored with every call. Use one service per event loop.
     """
 
     def __init__(
@@ -392,7 +392,7 @@ class EmbeddingService:
         dimensions: int | None = None,
         encoding_format: str = "float",
         max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
-        max_tokens_per_call: int | None = DEFAULT_TOKENS_PER_CALL,
+        max_tokens_per_call: int | None = None,
         concurrency: int = 4,
         cache_size: int = 50_000,
         retry: RetryPolicy | None = None,
@@ -428,7 +428,7 @@ class EmbeddingService:
         self.dimensions = dimensions
         self.encoding_format = encoding_format
         self.max_batch_size = max_batch_size
-        self.max_tokens_per_call = max_tokens_per_call
+        self.max_tokens_per_call = max_tokens_per_call or provider.max_request_tokens
         self.retry = retry or RetryPolicy()
         self.token_limits = dict(token_limits or {})
         self.token_counter = token_counter
@@ -523,8 +523,13 @@ class EmbeddingService:
                 self.stats["lru_hits"] += 1
             else:
                 lookup.append(item.request_hash)
-        lookup = list(dict.fromkeys(lookup))
-        stored = await self._check_cache(lookup) if lookup else {}
+        try:
+            stored = await self._check_cache(lookup) if lookup else {}
+        except Exception as exc:  # the database stayed unreachable through the retries
+            logger.exception("embedding cache lookup failed; no API call made")
+            error = EmbeddingError("storage_error", f"the cache lookup failed: {exc}")
+            failed = {item.request_hash: error for item in valid if item.request_hash not in found}
+            return [self._respond(p, found, failed, set(found)) for p in prepared]
         self.stats["db_hits"] += len(stored)
         cached_hashes = set(found) | set(stored)
         found.update(stored)
@@ -538,8 +543,10 @@ class EmbeddingService:
         self.stats["misses"] += sum(len(m) for m in misses.values())
         failures: dict[str, EmbeddingError] = {}
         fresh: dict[str, _Entry] = {}
-        for key, pending in misses.items():
-            got, failed = await self._embed_misses(key, list(pending.values()), provenance)
+        outcomes = await asyncio.gather(
+            *(self._embed_misses(key, list(p.values()), provenance) for key, p in misses.items())
+        )
+        for got, failed in outcomes:
             fresh.update(got)
             failures.update(failed)
         found.update(fresh)
@@ -580,7 +587,7 @@ class EmbeddingService:
         exclude: str | None = None
         if isinstance(text_or_vector, str):
             response = await self.get_embedding(text_or_vector, model=model, dimensions=dimensions)
-            vector = np.asarray(response.vector, dtype=np.float32)
+            vector = response.array
             exclude = response.request_hash
         else:
             vector = np.asarray(text_or_vector, dtype=np.float32)
@@ -721,8 +728,10 @@ class EmbeddingService:
         dimensions = request.dimensions if request.dimensions is not None else defaults.dimensions
         encoding_format = request.encoding_format or defaults.encoding_format
         truncate = defaults.truncate if request.truncate is None else request.truncate
-        assert model is not None and encoding_format is not None
         try:
+            if not isinstance(model, str) or not model.strip():
+                raise ValueError(f"item {index}: `model` must be a non-empty string "
+                                 f"(got {model!r})")  # fmt: skip
             _check_dimensions(dimensions, f"item {index}")
             _check_format(encoding_format, f"item {index}")
         except ValueError as exc:
@@ -958,7 +967,7 @@ class EmbeddingService:
             out = [
                 SimilarEmbedding(e.text, distance, e.model, e.id, e.call_id, e.request_hash)
                 for e, distance in hits
-                if e.request_hash != exclude or exclude is None
+                if exclude is None or e.request_hash != exclude
             ]
         return out[:k]
 

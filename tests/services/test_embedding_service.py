@@ -447,3 +447,52 @@ async def test_concurrent_batches_on_one_service_share_the_work(db, llm_server):
     by_hash = {r.request_hash: r.embedding_id for r in first}
     assert all(by_hash[r.request_hash] == r.embedding_id for r in second)
     assert vector_count(db) == 40
+
+
+async def test_calls_respect_the_per_call_token_budget(db, llm_server):
+    texts = [f"ten bytes{i}" for i in range(5)]  # 10 UTF-8 bytes each
+    async with service(db, llm_server, max_tokens_per_call=30) as svc:
+        results = await svc.get_embeddings_batch([*texts, EmbeddingRequest("x", model=5)])
+    assert sent_inputs(llm_server) == [texts[:3], texts[3:]]
+    assert [r.ok for r in results] == [True] * 5 + [False]
+    assert results[5].error.kind == "invalid_input" and "`model`" in results[5].error.message
+
+
+async def test_azure_deployments_through_the_service(db, llm_server):
+    llm_server.unknown_models = {"deleted-deploy"}
+
+    def azure(**kwargs) -> EmbeddingService:
+        provider = AzureEmbeddingProvider(KEY, llm_server.url, "2024-10-21")
+        return EmbeddingService(db, provider, model="embed-deploy", retry=FAST, **kwargs)
+
+    async with azure() as svc:
+        results = await svc.get_embeddings_batch(
+            ["azure text", EmbeddingRequest("azure text", model="deleted-deploy")]
+        )
+        assert await svc.filter_valid_deployments(["embed-deploy", "deleted-deploy"]) == [
+            "embed-deploy"
+        ]
+    assert results[0].ok and results[1].error.kind == "invalid_deployment"
+    assert [r.path for r in llm_server.requests] == [
+        "/openai/deployments/embed-deploy/embeddings",
+        "/openai/deployments/deleted-deploy/embeddings",
+    ]
+    async with azure() as svc:
+        assert (await svc.get_embedding("azure text")).cached
+    # The same text and model name under another provider is another cache entry.
+    async with service(db, llm_server, model="embed-deploy") as svc:
+        other = await svc.get_embedding("azure text")
+    assert not other.cached and other.request_hash != results[0].request_hash
+    assert {c.provider for c in calls(db)} == {"azure", "openai"}
+
+
+async def test_an_unusable_database_gives_per_item_errors_and_no_api_call(empty_db_url, llm_server):
+    unmigrated = DatabaseConnection(empty_db_url)  # no tables: every query fails
+    try:
+        async with service(unmigrated, llm_server) as svc:
+            results = await svc.get_embeddings_batch(["one", "two", ""])
+    finally:
+        unmigrated.dispose()
+    assert [r.error.kind for r in results] == ["storage_error", "storage_error", "invalid_input"]
+    assert "cache lookup failed" in results[0].error.message
+    assert llm_server.count() == 0
