@@ -48,8 +48,11 @@ class EmbeddingResult(list):
         usage: dict[str, int | None] | None = None,
         latency_ms: float | None = None,
         request_id: str | None = None,
+        array: np.ndarray | None = None,
     ):
         super().__init__(vectors)
+        # The same vectors as one float32 matrix, when the provider already built it.
+        self.array = array
         self.model = model
         self.usage = usage or {"prompt_tokens": None, "total_tokens": None}
         self.latency_ms = latency_ms
@@ -160,14 +163,17 @@ class _OpenAISDKEmbeddingProvider(BaseEmbeddingProvider):
             )  # fmt: skip
         try:
             data = sorted(data, key=lambda d: d["index"])
-            vectors = [_decode(d["embedding"], self.name) for d in data]
-        except (KeyError, TypeError) as exc:
-            raise ProviderError(f"{self.name}: malformed embeddings response: {exc!r}", self.name,
-                                retryable=True, error_type="malformed_response") from exc  # fmt: skip
-        if len({len(v) for v in vectors}) != 1:
-            raise ProviderError(f"{self.name}: vectors of different lengths in one response",
-                                self.name, retryable=True, error_type="malformed_response")  # fmt: skip
-        usage = body.get("usage") or {}
+            vectors = [_decode(d["embedding"]) for d in data]
+            # One matrix: rejects ragged or non-numeric vectors, and the service reuses it.
+            array = np.asarray(vectors, dtype=np.float32)
+            if array.ndim != 2 or array.shape[1] == 0 or not np.all(np.isfinite(array)):
+                raise ValueError("vectors must be equally long, non-empty and finite")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProviderError(f"{self.name}: malformed embeddings response: {exc}", self.name,
+                                retryable=True, error_type="malformed_response",
+                                request_id=request_id) from exc  # fmt: skip
+        usage = body.get("usage")
+        usage = usage if isinstance(usage, dict) else {}
         return EmbeddingResult(
             vectors,
             model=body.get("model") or model,
@@ -177,21 +183,16 @@ class _OpenAISDKEmbeddingProvider(BaseEmbeddingProvider):
             },
             latency_ms=latency_ms,
             request_id=request_id,
+            array=array,
         )
 
     async def aclose(self) -> None:
         await self._client.close()
 
 
-def _decode(embedding: Any, provider: str) -> list[float]:
+def _decode(embedding: Any) -> Any:
     if isinstance(embedding, str):  # encoding_format="base64": little-endian float32
-        try:
-            return np.frombuffer(base64.b64decode(embedding), dtype="<f4").tolist()
-        except ValueError as exc:
-            raise ProviderError(f"{provider}: undecodable base64 embedding: {exc}", provider,
-                                retryable=True, error_type="malformed_response") from exc  # fmt: skip
-    if not isinstance(embedding, list) or not embedding:
-        raise TypeError(f"an embedding must be a list of numbers, got {type(embedding).__name__}")
+        return np.frombuffer(base64.b64decode(embedding, validate=True), dtype="<f4").tolist()
     return embedding
 
 
@@ -332,10 +333,11 @@ class OfflineEmbeddingProvider(BaseEmbeddingProvider):
         validate_embed_args(texts, model, dimensions, encoding_format, "offline.embed")
         started = time.perf_counter()
         size = dimensions or self.dimensions
-        vectors = [hash_embedding(text, size).tolist() for text in texts]
+        array = np.vstack([hash_embedding(text, size) for text in texts])
         tokens = sum(len(_WORD.findall(text)) for text in texts)
         return EmbeddingResult(
-            vectors,
+            array.tolist(),
+            array=array,
             model=model,
             usage={"prompt_tokens": tokens, "total_tokens": tokens},
             latency_ms=(time.perf_counter() - started) * 1000,

@@ -864,7 +864,7 @@ class EmbeddingService:
         when it stored the same hash first."""
         result = outcome.result
         assert result is not None
-        vectors = np.asarray(result, dtype=np.float32)
+        vectors = result.array if result.array is not None else np.asarray(result, np.float32)
         with self.db.session_scope() as session:
             repo = RawCallRepository(session)
             call_id = repo.insert_raw_call(

@@ -93,6 +93,14 @@ async def test_azure_routes_the_deployment_with_api_key_and_version(llm_server):
         (Fault(status=502), "server_error", True, 502),
         (Fault(kind="drop"), "connection", True, None),
         (Fault(status=400), "bad_request", False, 400),
+        (Fault(kind="malformed"), "malformed_response", True, None),
+        (
+            Fault(kind="status", status=200, body='{"data": [{"index": 0, "embedding": ["x"]}]}'),
+            "malformed_response",
+            True,
+            None,
+        ),
+        (Fault(kind="status", status=200, body='{"data": []}'), "malformed_response", True, None),
     ],
 )
 async def test_failures_map_to_provider_error_after_exactly_one_request(

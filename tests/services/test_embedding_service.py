@@ -167,7 +167,7 @@ async def test_mixed_batch_gives_each_item_its_result_with_the_expected_calls(db
         results = await svc.get_embeddings_batch(items)
 
     # 3 unique misses in calls of at most 2 inputs: exactly 2 API calls, no duplicate sent.
-    assert sent_inputs(llm_server) == [["new alpha", "new beta"], ["new gamma"]]
+    assert sorted(sent_inputs(llm_server)) == [["new alpha", "new beta"], ["new gamma"]]
     assert [r.ok for r in results] == [True, True, True, True, True, False, True, True, False]
     assert [r.cached for r in results] == [True, False, False, False, True, False, False, False,
                                            False]  # fmt: skip
@@ -436,7 +436,7 @@ async def test_bad_call_arguments_raise_before_any_call(db, llm_server):
     assert calls(db) == []
 
 
-async def test_concurrent_batches_on_one_service_share_the_work(db, llm_server):
+async def test_concurrent_batches_on_one_service_agree_on_one_entry_per_text(db, llm_server):
     llm_server.latency_s = 0.05
     texts = [f"shared {i}" for i in range(40)]
     async with service(db, llm_server, max_batch_size=8, concurrency=3) as svc:
@@ -473,9 +473,9 @@ async def test_azure_deployments_through_the_service(db, llm_server):
             "embed-deploy"
         ]
     assert results[0].ok and results[1].error.kind == "invalid_deployment"
-    assert [r.path for r in llm_server.requests] == [
-        "/openai/deployments/embed-deploy/embeddings",
+    assert sorted(r.path for r in llm_server.requests) == [
         "/openai/deployments/deleted-deploy/embeddings",
+        "/openai/deployments/embed-deploy/embeddings",
     ]
     async with azure() as svc:
         assert (await svc.get_embedding("azure text")).cached
@@ -496,3 +496,15 @@ async def test_an_unusable_database_gives_per_item_errors_and_no_api_call(empty_
     assert [r.error.kind for r in results] == ["storage_error", "storage_error", "invalid_input"]
     assert "cache lookup failed" in results[0].error.message
     assert llm_server.count() == 0
+
+
+async def test_the_lru_is_bounded_and_falls_back_to_the_database(db, llm_server):
+    async with service(db, llm_server, cache_size=2) as svc:
+        await svc.get_embeddings_batch(["a1", "a2", "a3"])
+        assert len(svc._lru) == 2
+        again = await svc.get_embeddings_batch(["a1", "a2", "a3"])
+    assert all(r.cached for r in again)
+    assert svc.stats["lru_hits"] + svc.stats["db_hits"] == 3 and svc.stats["db_hits"] >= 1
+    assert llm_server.count("embeddings") == 1
+    with pytest.raises(ValueError, match="read-only"):
+        again[0].array[0] = 1.0  # responses share the cached array: it cannot be corrupted
