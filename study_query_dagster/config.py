@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     hyperbolic_base_url: str = Field("https://api.hyperbolic.xyz", alias="HYPERBOLIC_BASE_URL")
     hyperbolic_model: str = Field("meta-llama/Meta-Llama-3.1-8B-Instruct", alias="HYPERBOLIC_MODEL")
 
+    # Embeddings (providers/embeddings.py): which embedder, and its model (Azure: deployment).
+    embedding_provider: str = Field("offline", alias="EMBEDDING_PROVIDER")
+    embedding_model: str | None = Field(None, alias="EMBEDDING_MODEL")
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

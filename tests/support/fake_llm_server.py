@@ -13,7 +13,8 @@ sha256 (`dimensions` components, default 16), returned as floats or base64 float
 
 Faults: `script(Fault(...), ..., match="embeddings")` queues faults consumed in order by the
 next matching requests; `fault_fn(request) -> Fault | None` decides per request (storms);
-`unknown_models` answers 404 for those models/deployments. Every request is recorded.
+`unknown_models` answers 404 for those models/deployments; `embedding_fn` replaces the
+deterministic vectors (e.g. to make two calls for one text differ). Every request is recorded.
 """
 
 from __future__ import annotations
@@ -96,6 +97,8 @@ class FakeLLMServer:
         self.unknown_models: set[str] = set()
         self.fault_fn: Callable[[RecordedRequest], Fault | None] | None = None
         self.reply_fn: Callable[[RecordedRequest], str] | None = None
+        # (request, text, dimensions) -> vector, instead of the deterministic fake_embedding.
+        self.embedding_fn: Callable[[RecordedRequest, str, int], list[float]] | None = None
         self.require_auth = True
         self._queue: list[_Queued] = []
         self._lock = threading.Lock()
@@ -138,6 +141,7 @@ class FakeLLMServer:
         self.unknown_models = set()
         self.fault_fn = None
         self.reply_fn = None
+        self.embedding_fn = None
         self.require_auth = True
 
     # --- addresses ---------------------------------------------------------------------------
@@ -322,7 +326,10 @@ class _Handler(BaseHTTPRequestHandler):
         dimensions = int(body.get("dimensions") or self.fake.default_dimensions)
         data = []
         for i, text in enumerate(inputs):
-            vector = fake_embedding(str(text), dimensions)
+            if self.fake.embedding_fn is not None:
+                vector = self.fake.embedding_fn(request, str(text), dimensions)
+            else:
+                vector = fake_embedding(str(text), dimensions)
             if body.get("encoding_format") == "base64":
                 encoded: Any = base64.b64encode(np.asarray(vector, "<f4").tobytes()).decode()
             else:

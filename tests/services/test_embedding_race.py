@@ -1,0 +1,82 @@
+"""Two real processes embed overlapping batches into the same database at the same moment:
+one entry per request hash, no error, and both see the same stored entry."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import func, select
+
+from study_query_dagster.db import EmbeddingVector, RawCall
+from tests.support.fake_llm_server import fake_embedding
+
+ROOT = Path(__file__).resolve().parents[2]
+# How long a worker may take to start before the test gives up (not a speed assertion).
+STARTUP_DEADLINE_S = 120
+
+
+def test_two_processes_embedding_overlapping_batches_leave_one_entry_per_hash(
+    db, db_url, llm_server, tmp_path
+):
+    # Latency keeps both workers' API calls in flight together, so both miss the overlap.
+    llm_server.latency_s = 0.3
+    # Every API call answers a different vector for the same text (as real APIs may), so a
+    # worker that lost the race must return the stored vector, not the one it was sent.
+    rng = np.random.default_rng(0)
+    llm_server.embedding_fn = lambda request, text, dims: (
+        np.asarray(fake_embedding(text, dims)) + rng.normal(scale=0.01, size=dims)
+    ).tolist()
+    batches = [
+        [f"overlapping text {i}" for i in range(0, 60)],
+        [f"overlapping text {i}" for i in range(30, 90)][::-1],
+    ]
+    go = tmp_path / "go"
+    workers = []
+    for n, texts in enumerate(batches):
+        config = {
+            "db_url": db_url, "base_url": llm_server.openai_base_url, "texts": texts,
+            "ready": str(tmp_path / f"ready-{n}"), "go": str(go),
+            "out": str(tmp_path / f"out-{n}.json"), "max_batch_size": 8,
+        }  # fmt: skip
+        path = tmp_path / f"config-{n}.json"
+        path.write_text(json.dumps(config))
+        workers.append(subprocess.Popen(
+            [sys.executable, "-m", "tests.support.embedding_worker", str(path)], cwd=ROOT,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        ))  # fmt: skip
+    deadline = time.monotonic() + STARTUP_DEADLINE_S
+    while not all((tmp_path / f"ready-{n}").exists() for n in range(2)):
+        assert all(w.poll() is None for w in workers), [w.communicate()[0] for w in workers]
+        assert time.monotonic() < deadline, "workers did not start"
+        time.sleep(0.02)
+    go.touch()
+    for worker in workers:
+        output, _ = worker.communicate()
+        assert worker.returncode == 0, output
+
+    results = [json.loads((tmp_path / f"out-{n}.json").read_text()) for n in range(2)]
+    assert all(r["error"] is None for rs in results for r in rs)
+    # The race really happened: texts of the overlap were sent by both processes.
+    sent = Counter(t for r in llm_server.requests for t in r.body["input"])
+    overlap = {f"overlapping text {i}" for i in range(30, 60)}
+    assert sum(1 for t in overlap if sent[t] == 2) >= 10, sent
+
+    with db.session_scope() as session:
+        stored = {e.request_hash: e for e in session.scalars(select(EmbeddingVector))}
+        assert session.scalar(select(func.count()).select_from(RawCall)) >= 2 * 60 // 8
+        assert len(stored) == session.scalar(select(func.count()).select_from(EmbeddingVector))
+        assert len(stored) == 90
+        # Each worker answered with exactly what is stored (id and vector) for every text,
+        # including the texts whose own API answer lost the race.
+        for rs in results:
+            for r in rs:
+                assert r["id"] == stored[r["hash"]].id
+                assert r["vector"] == stored[r["hash"]].vector.tolist()
+    first = {r["hash"]: r for r in results[0]}
+    assert sum(1 for r in results[1] if r["hash"] in first) == 30
