@@ -1,0 +1,71 @@
+"""Database resources: the v2 app database and the legacy v1 database.
+
+A connection (engine + pool) is made once per process and URL; the app schema is upgraded to
+the newest Alembic revision the first time a process uses it.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import dagster as dg
+from pydantic import Field
+
+from ..config import DEFAULT_DATABASE_URL
+from ..db import DatabaseConnection
+
+_lock = threading.Lock()
+_connections: dict[tuple[str, bool], DatabaseConnection] = {}
+
+
+def shared_connection(url: str, *, migrate: bool) -> DatabaseConnection:
+    key = (url, migrate)
+    with _lock:
+        connection = _connections.get(key)
+        if connection is None:
+            connection = DatabaseConnection(url)
+            if migrate:
+                connection.init_db()
+            _connections[key] = connection
+        return connection
+
+
+def dispose_shared_connections() -> None:
+    """Close every pooled connection (tests that stop a database server call this)."""
+    with _lock:
+        for connection in _connections.values():
+            connection.dispose()
+        _connections.clear()
+
+
+class DatabaseResource(dg.ConfigurableResource):
+    """The app database (v2 store of record): SQLite by default, PostgreSQL + pgvector in
+    production. Set DATABASE_URL to change it."""
+
+    url: str = Field(
+        default=DEFAULT_DATABASE_URL,
+        description="SQLAlchemy URL of the app database (DATABASE_URL).",
+    )
+
+    def get_connection(self) -> DatabaseConnection:
+        return shared_connection(self.url, migrate=True)
+
+
+class LegacyDatabaseResource(dg.ConfigurableResource):
+    """The legacy v1 database (LEGACY_DATABASE_URL), only ever read."""
+
+    url: str | None = Field(
+        default=None, description="SQLAlchemy URL of the v1 database (LEGACY_DATABASE_URL)."
+    )
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.url)
+
+    def get_connection(self) -> DatabaseConnection:
+        if not self.url:
+            raise dg.Failure(
+                "No legacy database configured: set LEGACY_DATABASE_URL to the v1 database's URL "
+                "(e.g. sqlite:///data/legacy_v1.db)."
+            )
+        return shared_connection(self.url, migrate=False)
