@@ -7,6 +7,9 @@ the commit count therefore follows the flush time, not the call count, and no ro
 timer: a completed call is on disk one or two flush durations after it finished (well within
 a second), and always before the caller — a batch included — gets its result.
 
+NUL characters: PostgreSQL's JSONB cannot hold U+0000, so rows store it as U+FFFD (on both
+backends, so the two stores agree); the text sent to the provider is unchanged.
+
 Cancellation: `flush_sync()` writes what is pending from the event loop thread itself, for the
 paths (task cancelled, Ctrl-C, loop shutting down) where no background flush will run again.
 """
@@ -112,7 +115,7 @@ class CaptureWriter:
     def _write(self, batch: list[_Item]) -> list[int]:
         with self.db.session_scope() as session:
             repo = RawCallRepository(session)
-            rows = [item.row for item in batch if item.row is not None]
+            rows = [_storable(item.row) for item in batch if item.row is not None]
             new_ids = iter(repo.insert_raw_calls(rows) if rows else [])
             ids: list[int] = []
             by_group: dict[int, list[dict[str, Any]]] = defaultdict(list)
@@ -128,6 +131,23 @@ class CaptureWriter:
         self.flushes += 1
         self.rows_written += len(rows)
         return ids
+
+
+JSON_COLUMNS = ("request_json", "response_json", "error_json", "tokens_json", "metadata_json")
+
+
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_without_nul(v) for v in value]
+    return value
+
+
+def _storable(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: _without_nul(v) if k in JSON_COLUMNS else v for k, v in row.items()}
 
 
 def _settle(batch: list[_Item], *, ids: list[int] | None = None, error=None) -> None:

@@ -22,7 +22,13 @@ from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import func, select
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+    wait_random,
+)
 
 from ..db import DatabaseConnection, GroupMember, RawCall, RawCallRepository
 from ..db.types import utcnow
@@ -169,8 +175,9 @@ class InferenceService:
         self.preprocessor = preprocessor or PromptPreprocessor()
         self.rpm = TokenBucket(requests_per_minute) if requests_per_minute else None
         self.tpm = TokenBucket(tokens_per_minute) if tokens_per_minute else None
-        self._backoff = wait_exponential_jitter(
-            initial=initial_wait, max=max_wait, jitter=initial_wait
+        # initial_wait * 2^(n-1) plus up to initial_wait of jitter, at most max_wait.
+        self._backoff = wait_exponential(multiplier=initial_wait, max=max_wait) + wait_random(
+            0, initial_wait
         )
         self._writer = CaptureWriter(db) if db is not None else None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -507,7 +514,7 @@ class InferenceService:
         error = state.outcome.exception() if state.outcome else None
         if isinstance(error, ProviderError) and error.retry_after is not None:
             return min(error.retry_after, self.max_retry_after)
-        return self._backoff(state)
+        return min(self.max_wait, self._backoff(state))
 
     async def _attempt(self, request: _Request, attempts: list[dict[str, Any]],
                        in_flight: list[bool]):  # fmt: skip

@@ -42,10 +42,24 @@ async def test_finish_reason_length(hyperbolic, llm_server):
     ("fault", "error_type", "status", "retryable"),
     [
         (Fault(status=429, retry_after=1), "rate_limit", 429, True),
-        (Fault(status=503, body="<html><h1>503 Service Unavailable</h1></html>",
-               content_type="text/html"), "server_error", 503, True),  # fmt: skip
-        (Fault(status=400, body="bad request: temperature out of range", content_type="text/plain"),
-         "bad_request", 400, False),  # fmt: skip
+        (
+            Fault(
+                status=503,
+                body="<html><h1>503 Service Unavailable</h1></html>",
+                content_type="text/html",
+            ),
+            "server_error",
+            503,
+            True,
+        ),  # fmt: skip
+        (
+            Fault(
+                status=400, body="bad request: temperature out of range", content_type="text/plain"
+            ),
+            "bad_request",
+            400,
+            False,
+        ),  # fmt: skip
         (Fault(status=401), "authentication", 401, False),
         (Fault(kind="hang", hang_s=3), "timeout", None, True),
         (Fault(kind="drop"), "connection", None, True),

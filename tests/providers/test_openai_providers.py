@@ -81,8 +81,13 @@ async def test_azure_sends_deployment_path_api_version_and_api_key(azure_provide
         (Fault(status=429, retry_after=2), "rate_limit", 429, True, 2.0),
         (Fault(status=429, retry_after_ms=1500), "rate_limit", 429, True, 1.5),
         (Fault(status=503), "server_error", 503, True, None),
-        (Fault(status=502, body="<html>Bad gateway</html>", content_type="text/html"),
-         "server_error", 502, True, None),  # fmt: skip
+        (
+            Fault(status=502, body="<html>Bad gateway</html>", content_type="text/html"),
+            "server_error",
+            502,
+            True,
+            None,
+        ),  # fmt: skip
         (Fault(status=400), "bad_request", 400, False, None),
         (Fault(status=401), "authentication", 401, False, None),
         (Fault(status=404), "not_found", 404, False, None),
