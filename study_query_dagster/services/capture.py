@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections import defaultdict
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +54,11 @@ class CaptureWriter:
         self.db = db
         self._pending: list[_Item] = []
         self._task: asyncio.Task | None = None
+        # One writer thread: transactions never race each other, and the write in progress
+        # (`_current`) is known, so flush_sync() can wait for it.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="capture")
+        self._current: tuple[Future, list[_Item]] | None = None
+        self._write_lock = threading.Lock()
         self.flushes = 0
         self.rows_written = 0
 
@@ -82,8 +90,11 @@ class CaptureWriter:
         try:
             while self._pending:
                 batch, self._pending = self._pending, []
+                future = self._executor.submit(self._write, batch)
+                self._current = (future, batch)
                 try:
-                    ids = await asyncio.to_thread(self._write, batch)
+                    # Shielded: a cancelled loop must not cancel a transaction mid-way.
+                    ids = await asyncio.shield(asyncio.wrap_future(future))
                 except Exception as exc:
                     logger.error("capture of %d row(s) failed: %s", len(batch), exc)
                     _settle(batch, error=exc)
@@ -94,7 +105,13 @@ class CaptureWriter:
             raise
 
     def flush_sync(self) -> None:
-        """Write everything pending now, blocking the calling thread (cancellation paths)."""
+        """Write everything pending now, blocking the calling thread (cancellation paths);
+        returns once every row submitted so far is committed."""
+        if self._current is not None:
+            future, running = self._current
+            wait_futures([future])  # the background write in progress, if any
+            if not future.cancelled() and future.exception() is None:
+                _settle(running, ids=future.result())
         batch, self._pending = self._pending, []
         if not batch:
             return
@@ -112,8 +129,13 @@ class CaptureWriter:
         with contextlib.suppress(RuntimeError):  # no running loop: the caller flushes itself
             asyncio.get_running_loop().call_soon(self.flush_sync)
 
+    def close(self) -> None:
+        """Write what is pending and stop the writer thread."""
+        self.flush_sync()
+        self._executor.shutdown(wait=True)
+
     def _write(self, batch: list[_Item]) -> list[int]:
-        with self.db.session_scope() as session:
+        with self._write_lock, self.db.session_scope() as session:
             repo = RawCallRepository(session)
             rows = [_storable(item.row) for item in batch if item.row is not None]
             new_ids = iter(repo.insert_raw_calls(rows) if rows else [])

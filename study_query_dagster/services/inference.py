@@ -519,18 +519,23 @@ class InferenceService:
     async def _attempt(self, request: _Request, attempts: list[dict[str, Any]],
                        in_flight: list[bool]):  # fmt: skip
         assert self._semaphore is not None
-        in_flight[0] = True
         try:
-            return await self._attempt_once(request, attempts)
-        finally:
+            response = await self._attempt_once(request, attempts, in_flight)
+        except asyncio.CancelledError:
+            raise  # still in flight: the cancelled row counts this attempt
+        except BaseException:
             in_flight[0] = False
+            raise
+        in_flight[0] = False
+        return response
 
-    async def _attempt_once(self, request: _Request, attempts: list[dict[str, Any]]):
+    async def _attempt_once(self, request: _Request, attempts: list[dict[str, Any]], in_flight):
         assert self._semaphore is not None
         async with self._semaphore:
             if self.rpm is not None:
                 await self.rpm.acquire(1)
             reserved = await self.tpm.acquire(request.estimated_tokens()) if self.tpm else 0.0
+            in_flight[0] = True  # from here on the attempt counts, sent or not
             started = time.perf_counter()
             self.provider_calls += 1
             try:
