@@ -11,7 +11,7 @@ KEY = "hb-test-key-0123456789abcdef"
 @pytest.fixture
 async def hyperbolic(llm_server):
     async with HyperbolicProvider(KEY, "meta-llama/Meta-Llama-3.1-8B-Instruct",
-                                  base_url=llm_server.url, timeout=0.5) as provider:  # fmt: skip
+                                  base_url=llm_server.url, timeout=1.5) as provider:  # fmt: skip
         yield provider
 
 
@@ -61,7 +61,7 @@ async def test_finish_reason_length(hyperbolic, llm_server):
             False,
         ),  # fmt: skip
         (Fault(status=401), "authentication", 401, False),
-        (Fault(kind="hang", hang_s=3), "timeout", None, True),
+        (Fault(kind="hang", hang_s=6), "timeout", None, True),
         (Fault(kind="drop"), "connection", None, True),
         (Fault(kind="malformed"), "malformed_response", None, True),
     ],

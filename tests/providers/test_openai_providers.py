@@ -11,23 +11,23 @@ KEY = "sk-test-openai-provider-0123456789"
 @pytest.fixture
 async def openai_provider(llm_server):
     async with OpenAIProvider(KEY, "gpt-4o-mini", base_url=llm_server.openai_base_url,
-                              timeout=0.5) as provider:  # fmt: skip
+                              timeout=1.5) as provider:  # fmt: skip
         yield provider
 
 
 @pytest.fixture
 async def azure_provider(llm_server):
     async with AzureOpenAIProvider(KEY, llm_server.url, "my-deployment", "2024-10-21",
-                                   timeout=0.5) as provider:  # fmt: skip
+                                   timeout=1.5) as provider:  # fmt: skip
         yield provider
 
 
 @pytest.fixture(params=["openai", "azure"])
 async def any_provider(request, llm_server):
     if request.param == "openai":
-        provider = OpenAIProvider(KEY, "m", base_url=llm_server.openai_base_url, timeout=0.5)
+        provider = OpenAIProvider(KEY, "m", base_url=llm_server.openai_base_url, timeout=1.5)
     else:
-        provider = AzureOpenAIProvider(KEY, llm_server.url, "dep", timeout=0.5)
+        provider = AzureOpenAIProvider(KEY, llm_server.url, "dep", timeout=1.5)
     async with provider:
         yield provider
 
@@ -92,7 +92,7 @@ async def test_azure_sends_deployment_path_api_version_and_api_key(azure_provide
         (Fault(status=401), "authentication", 401, False, None),
         (Fault(status=404), "not_found", 404, False, None),
         (Fault(kind="content_filter"), "content_filter", 400, False, None),
-        (Fault(kind="hang", hang_s=3), "timeout", None, True, None),
+        (Fault(kind="hang", hang_s=6), "timeout", None, True, None),
         (Fault(kind="drop"), "connection", None, True, None),
         (Fault(kind="malformed"), "malformed_response", None, True, None),
     ],

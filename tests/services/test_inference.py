@@ -17,7 +17,7 @@ KEY = "sk-inference-test-0123456789"
 @pytest.fixture
 async def provider(llm_server):
     async with OpenAIProvider(KEY, "gpt-4o-mini", base_url=llm_server.openai_base_url,
-                              timeout=0.5) as p:  # fmt: skip
+                              timeout=1.5) as p:  # fmt: skip
         yield p
 
 
@@ -130,7 +130,7 @@ async def test_400_is_not_retried_and_is_captured_as_failed(db, provider, llm_se
 
 
 async def test_a_hang_becomes_timeout_after_the_retries(db, provider, llm_server):
-    llm_server.script(Fault(kind="hang", hang_s=3), Fault(kind="hang", hang_s=3))
+    llm_server.script(Fault(kind="hang", hang_s=6), Fault(kind="hang", hang_s=6))
     with pytest.raises(ProviderError) as caught:
         await service(provider, db, max_retries=1).run_inference("hang")
     assert caught.value.error_type == "timeout"
