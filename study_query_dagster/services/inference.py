@@ -371,6 +371,8 @@ class InferenceService:
 
     async def _run_many(self, requests, group_id, group_type, group_name, group_meta):
         self._bind_loop()
+        if not requests and group_id is None and not group_name:
+            return BatchResults()  # nothing to run: no empty group either
         started = time.perf_counter()
         model = requests[0].model if requests else self.provider.model
         group_meta = {"provider": self.provider_name, "model": model, **group_meta}

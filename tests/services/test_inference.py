@@ -304,6 +304,13 @@ async def test_bad_input_fails_before_any_call_or_write(db, provider, llm_server
         assert session.scalar(select(func.count()).select_from(Group)) == 0
 
 
+async def test_an_empty_batch_makes_no_group(db, provider):
+    results = await service(provider, db).run_batch([])
+    assert results == [] and results.group_id is None
+    with db.session_scope() as session:
+        assert session.scalar(select(func.count()).select_from(Group)) == 0
+
+
 async def test_run_sampling_needs_a_positive_n(provider):
     with pytest.raises(ValueError, match="n >= 1"):
         await service(provider).run_sampling("q", 0)
