@@ -168,7 +168,19 @@ def _without_nul(value: Any) -> Any:
     return value
 
 
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
 def _storable(row: dict[str, Any]) -> dict[str, Any]:
+    if not any(_has_nul(row.get(k)) for k in JSON_COLUMNS):
+        return row  # the usual case: nothing to copy
     return {k: _without_nul(v) if k in JSON_COLUMNS else v for k, v in row.items()}
 
 

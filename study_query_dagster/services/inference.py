@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import func, select
@@ -304,11 +305,11 @@ class InferenceService:
         clash = sorted(RESERVED_METADATA_KEYS.intersection(extra))
         if clash:
             raise ValueError(f"extra_metadata may not set {clash}: the service writes them")
-        for name, value in (("params", params), ("extra_metadata", extra)):
+        if extra:
             try:
-                _canonical_json(value)
+                _canonical_json(extra)
             except (TypeError, ValueError) as exc:
-                raise ValueError(f"{name} must be JSON-serialisable: {exc}") from exc
+                raise ValueError(f"extra_metadata must be JSON-serialisable: {exc}") from exc
 
         sent, sent_prompt, preprocessing = original, prompt, None
         if self.preprocess:
@@ -327,7 +328,12 @@ class InferenceService:
                     preprocessing["original_prompt"] = prompt
             elif sent != original:
                 preprocessing["original_messages"] = original
-        request_hash = compute_request_hash(self.provider_name, model, sent, params, sample_index)
+        try:  # hashing serialises the whole request: that is the params check too
+            request_hash = compute_request_hash(
+                self.provider_name, model, sent, params, sample_index
+            )
+        except ValueError as exc:
+            raise ValueError(f"messages and params must be JSON-serialisable: {exc}") from exc
         return _Request(
             messages=sent, params=params, model=model, sample_index=sample_index,
             extra_metadata=extra, prompt=sent_prompt, preprocessing=preprocessing,
@@ -381,16 +387,26 @@ class InferenceService:
         def members(i: int) -> list[Membership]:
             return [Membership(gid, base + i + 1, None)] if gid is not None else []
 
+        # A pool of workers rather than one task per item: a 100k-prompt batch stays a few
+        # hundred live tasks. Twice the concurrency keeps every slot busy while some workers
+        # wait for their row to be committed.
+        outcomes: list[_Outcome | None] = [None] * len(requests)
+        todo = iter(enumerate(requests))
+
+        async def worker() -> None:
+            for i, request in todo:
+                outcomes[i] = await self._run_shared(request, members(i))
+
         try:
-            outcomes = await asyncio.gather(
-                *(self._run_shared(r, members(i)) for i, r in enumerate(requests))
+            await asyncio.gather(
+                *(worker() for _ in range(min(len(requests), 2 * self.max_concurrency)))
             )
         except asyncio.CancelledError:
             self._flush_sync()
             logger.warning("batch group=%s cancelled after %.1f s", gid,
                            time.perf_counter() - started)  # fmt: skip
             raise
-        results = BatchResults(o.result for o in outcomes)
+        results = BatchResults(o.result for o in outcomes if o is not None)
         results.group_id = gid
         for result in results:
             result["metadata"]["group_id"] = gid
@@ -480,8 +496,10 @@ class InferenceService:
         return _Outcome(result, error)
 
     async def _await_capture(self, future: asyncio.Future) -> int:
+        # Not shielded: if we are cancelled the future is cancelled too, and the writer
+        # skips settling it; the row itself is written regardless.
         try:
-            return await asyncio.shield(future)
+            return await future
         except asyncio.CancelledError:
             self._flush_sync()
             raise
@@ -494,29 +512,45 @@ class InferenceService:
 
     async def _call_with_retry(self, request: _Request, attempts: list[dict[str, Any]],
                                in_flight: list[bool]):  # fmt: skip
-        def before_sleep(state) -> None:
-            wait = state.next_action.sleep if state.next_action else 0.0
-            attempts[-1]["waited_s"] = round(wait, 3)
-            logger.info(
-                "retrying %s/%s (attempt %d failed: %s); waiting %.2f s",
-                self.provider_name, request.model, state.attempt_number,
-                attempts[-1]["type"], wait,
-            )  # fmt: skip
-
+        """The first attempt runs directly: most calls need no retry, and tenacity's per-call
+        bookkeeping costs more than a fast provider call. A retryable failure hands the
+        remaining attempts to tenacity, after the wait the first failure earned."""
+        try:
+            return await self._attempt(request, attempts, in_flight)
+        except ProviderError as error:
+            if not error.retryable or self.max_retries == 0:
+                raise
+            wait = self._wait_after(error, attempt_number=1)
+        self._before_retry(request, attempts, wait)
+        await asyncio.sleep(wait)
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.max_retries + 1),
+            stop=stop_after_attempt(self.max_retries),  # attempts 2 .. max_retries + 1
             retry=retry_if_exception(lambda e: isinstance(e, ProviderError) and e.retryable),
-            wait=self._wait,
-            before_sleep=before_sleep,
+            wait=lambda state: self._wait_after(
+                state.outcome.exception(), attempt_number=state.attempt_number + 1
+            ),
+            before_sleep=lambda state: self._before_retry(
+                request, attempts, state.next_action.sleep
+            ),
             reraise=True,
         )
         return await retrying(self._attempt, request, attempts, in_flight)
 
-    def _wait(self, state) -> float:
-        error = state.outcome.exception() if state.outcome else None
+    def _wait_after(self, error: BaseException | None, attempt_number: int) -> float:
+        """Seconds to wait after failed attempt `attempt_number`: the server's Retry-After
+        (capped), else exponential backoff with jitter."""
         if isinstance(error, ProviderError) and error.retry_after is not None:
             return min(error.retry_after, self.max_retry_after)
+        # tenacity's wait strategies only read the attempt number from the call state.
+        state = SimpleNamespace(attempt_number=attempt_number)
         return min(self.max_wait, self._backoff(state))
+
+    def _before_retry(self, request: _Request, attempts: list[dict[str, Any]], wait: float):
+        attempts[-1]["waited_s"] = round(wait, 3)
+        logger.info(
+            "retrying %s/%s (attempt %d failed: %s); waiting %.2f s",
+            self.provider_name, request.model, len(attempts), attempts[-1]["type"], wait,
+        )  # fmt: skip
 
     async def _attempt(self, request: _Request, attempts: list[dict[str, Any]],
                        in_flight: list[bool]):  # fmt: skip

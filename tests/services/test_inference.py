@@ -147,6 +147,10 @@ async def test_retryable_errors_exhaust_max_retries(db, provider, llm_server):
         await service(provider, db, max_retries=2).run_inference("x")
     assert llm_server.count() == 3 and len(caught.value.attempts) == 3
     assert calls(db)[0].status == "failed"
+    waits = [a["waited_s"] for a in caught.value.attempts]
+    assert waits[2] is None and all(0.01 <= w <= 0.05 for w in waits[:2])  # backoff bounds
+    first, second, third = llm_server.requests
+    assert second.at - first.at >= 0.01 and third.at - second.at >= 0.01
 
 
 # --- dedup, sampling, batches, cache ------------------------------------------------------------
