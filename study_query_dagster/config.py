@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     embedding_provider: str = Field("offline", alias="EMBEDDING_PROVIDER")
     embedding_model: str | None = Field(None, alias="EMBEDDING_MODEL")
 
+    # Inference service (providers + retry): client timeout per attempt, and the longest
+    # Retry-After a server may impose before the next attempt.
+    llm_timeout_s: float = Field(60.0, alias="LLM_TIMEOUT_S", gt=0)
+    llm_max_retry_after_s: float = Field(60.0, alias="LLM_MAX_RETRY_AFTER_S", ge=0)
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

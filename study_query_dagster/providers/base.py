@@ -116,12 +116,40 @@ def to_messages(prompt: str | None = None, messages: list[Message] | None = None
     return [{"role": "user", "content": prompt}]
 
 
+# Keys that would put a credential into a request body or capture; refused in call params.
+FORBIDDEN_PARAMS = frozenset(
+    {"api_key", "api-key", "authorization", "headers", "extra_headers", "extra_query",
+     "http_client", "stream"}
+)  # fmt: skip
+
+
+def check_params(params: Mapping[str, Any]) -> None:
+    """Refuse call params that would leak a secret or change the transport (before any call)."""
+    bad = sorted(k for k in params if k.lower() in FORBIDDEN_PARAMS)
+    if bad:
+        raise ValueError(
+            f"call parameter(s) {bad} are not allowed: credentials belong in the provider's "
+            "configuration and streaming is not supported"
+        )
+
+
 class BaseLLMProvider(ABC):
-    """An async chat-completion client. Use as `async with provider: ...` or call `aclose()`."""
+    """An async chat-completion client. Use as `async with provider: ...` or call `aclose()`.
+
+    `complete(prompt=None, *, messages=None, sample_index=None, **params)`: `params` are the
+    API's sampling parameters (temperature, max_tokens, seed, ...) plus an optional `model`
+    override; `sample_index` identifies one of n independent samples (only the offline provider
+    uses it, real APIs are sampled by temperature).
+    """
 
     @abstractmethod
     async def complete(
-        self, prompt: str | None = None, *, messages: list[Message] | None = None, **params: Any
+        self,
+        prompt: str | None = None,
+        *,
+        messages: list[Message] | None = None,
+        sample_index: int | None = None,
+        **params: Any,
     ) -> ProviderResponse:
         """One chat completion. Raises `ProviderError` on any failure."""
 

@@ -1,0 +1,23 @@
+"""Business logic (no Dagster): inference with retry and capture, preprocessing,
+conversations, pricing."""
+
+from .capture import CaptureWriter, Membership
+from .conversation import ConversationService
+from .inference import BatchResults, InferenceService, compute_request_hash
+from .preprocessing import PromptPreprocessor
+from .pricing import PriceTable, estimate_cost, get_price_table
+from .rate_limits import TokenBucket
+
+__all__ = [
+    "BatchResults",
+    "CaptureWriter",
+    "ConversationService",
+    "InferenceService",
+    "Membership",
+    "PriceTable",
+    "PromptPreprocessor",
+    "TokenBucket",
+    "compute_request_hash",
+    "estimate_cost",
+    "get_price_table",
+]

@@ -114,9 +114,7 @@ class FakeLLMServer:
         class Handler(_Handler):
             fake = server
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self._httpd.request_queue_size = 256
+        self._httpd = _Server(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
         self._thread.start()
         return self
@@ -189,6 +187,13 @@ class FakeLLMServer:
     def wait(self, seconds: float) -> None:
         """Sleep that ends early when the server stops (so hangs never outlive a test run)."""
         self._stopping.wait(seconds)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # A class attribute, because listen() runs inside __init__: a deep backlog lets many
+    # clients connect at once (the default of 5 resets connections under a burst).
+    request_queue_size = 512
 
 
 class _Handler(BaseHTTPRequestHandler):

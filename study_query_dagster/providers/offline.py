@@ -1,0 +1,154 @@
+"""`OfflineProvider`: no network, deterministic replies — dry runs, demos and failure drills.
+
+The reply is derived from the whole request (messages, params, sample index) and starts with
+"[offline]", so nobody mistakes it for a model's answer. Token counts are whitespace words.
+Optional simulated latency and failures are deterministic too: each is drawn from a generator
+seeded by the request and by how many times this provider has seen that request, so a drill
+replays identically and a retried request can succeed where its first attempt failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import random
+import time
+from collections import Counter
+from typing import Any
+
+from .base import (
+    BaseLLMProvider,
+    Message,
+    ProviderError,
+    ProviderResponse,
+    check_params,
+    to_messages,
+)
+
+DEFAULT_MODEL = "offline-echo"
+FAILURE_KINDS = ("rate_limit", "server_error", "timeout")
+_FAILURES = {
+    "rate_limit": dict(status_code=429, error_type="rate_limit", message="HTTP 429: simulated rate limit"),
+    "server_error": dict(status_code=503, error_type="server_error", message="HTTP 503: simulated outage"),
+    "timeout": dict(status_code=None, error_type="timeout", message="request timed out (simulated)"),
+    "bad_request": dict(status_code=400, error_type="bad_request", message="HTTP 400: simulated bad request"),
+}  # fmt: skip
+
+
+def words(text: str) -> int:
+    return len(text.split())
+
+
+class OfflineProvider(BaseLLMProvider):
+    provider_name = "offline"
+
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        *,
+        latency_s: float = 0.0,
+        latency_jitter_s: float = 0.0,
+        failure_rate: float = 0.0,
+        failure_kinds: tuple[str, ...] = FAILURE_KINDS,
+        retry_after_s: float | None = None,
+        seed: int = 0,
+    ):
+        if not 0.0 <= failure_rate <= 1.0:
+            raise ValueError(f"offline: failure_rate must be between 0 and 1 (got {failure_rate})")
+        unknown = [k for k in failure_kinds if k not in _FAILURES]
+        if unknown or not failure_kinds:
+            raise ValueError(
+                f"offline: failure_kinds must be a non-empty subset of {sorted(_FAILURES)}"
+                f" (got {list(failure_kinds)})"
+            )
+        if latency_s < 0 or latency_jitter_s < 0:
+            raise ValueError("offline: latency_s and latency_jitter_s must be >= 0")
+        self._model = model or DEFAULT_MODEL
+        self.latency_s = latency_s
+        self.latency_jitter_s = latency_jitter_s
+        self.failure_rate = failure_rate
+        self.failure_kinds = tuple(failure_kinds)
+        self.retry_after_s = retry_after_s
+        self.seed = seed
+        self._seen: Counter[str] = Counter()
+
+    def get_provider_name(self) -> str:
+        return self.provider_name
+
+    async def complete(
+        self,
+        prompt: str | None = None,
+        *,
+        messages: list[Message] | None = None,
+        sample_index: int | None = None,
+        **params: Any,
+    ) -> ProviderResponse:
+        chat = to_messages(prompt, messages)
+        check_params(params)
+        model = params.pop("model", None) or self._model
+        canonical = json.dumps(
+            {"model": model, "messages": chat, "params": params, "sample_index": sample_index},
+            sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str,
+        )  # fmt: skip
+        digest = hashlib.sha256(canonical.encode()).hexdigest()
+        occurrence = self._seen[digest]
+        self._seen[digest] += 1
+        rng = random.Random(f"{self.seed}:{digest}:{occurrence}")
+
+        started = time.perf_counter()
+        delay = self.latency_s + self.latency_jitter_s * rng.random()
+        if delay:
+            await asyncio.sleep(delay)
+        if self.failure_rate and rng.random() < self.failure_rate:
+            kind = rng.choice(self.failure_kinds)
+            spec = _FAILURES[kind]
+            raise ProviderError(
+                f"offline: {spec['message']}",
+                self.provider_name,
+                status_code=spec["status_code"],
+                retryable=kind != "bad_request",
+                retry_after=self.retry_after_s if kind == "rate_limit" else None,
+                error_type=spec["error_type"],
+                request_id=f"offline-{digest[:12]}-{occurrence}",
+            )
+
+        last_user = next(
+            (str(m.get("content", "")) for m in reversed(chat) if m.get("role") == "user"), ""
+        )
+        text = f"[offline] reply {digest[:8]} to: {last_user[:500]}"
+        if sample_index is not None:
+            text += f" (sample {sample_index})"
+        finish = "stop"
+        max_tokens = params.get("max_tokens") or params.get("max_completion_tokens")
+        if isinstance(max_tokens, int) and max_tokens > 0 and words(text) > max_tokens:
+            text, finish = " ".join(text.split()[:max_tokens]), "length"
+        prompt_tokens = sum(words(str(m.get("content") or "")) for m in chat)
+        completion_tokens = words(text)
+        response_id = f"offline-{digest[:24]}"
+        return ProviderResponse(
+            text=text,
+            provider=self.provider_name,
+            model=model,
+            tokens=prompt_tokens + completion_tokens,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            latency_ms=(time.perf_counter() - started) * 1000.0,
+            finish_reason=finish,
+            metadata={
+                "offline": True,
+                "response_id": response_id,
+                "response_model": model,
+                "request_id": f"{response_id}-{occurrence}",
+            },  # fmt: skip
+            raw_response={
+                "id": response_id,
+                "model": model,
+                "text": text,
+                "finish_reason": finish,
+                "offline": True,
+            },  # fmt: skip
+        )
+
+    def __repr__(self) -> str:
+        return f"OfflineProvider(model={self._model!r}, failure_rate={self.failure_rate})"

@@ -1,0 +1,35 @@
+"""`OpenAIProvider`: OpenAI, or any OpenAI-compatible server (vLLM, Ollama, OpenRouter) through
+`base_url`."""
+
+from __future__ import annotations
+
+from .openai_compatible import DEFAULT_TIMEOUT_S, OpenAICompatibleProvider
+
+DEFAULT_MODEL = "gpt-4o-mini"
+
+
+class OpenAIProvider(OpenAICompatibleProvider):
+    provider_name = "openai"
+
+    def __init__(
+        self,
+        api_key: str,
+        model: str = DEFAULT_MODEL,
+        *,
+        base_url: str | None = None,
+        organization: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT_S,
+    ):
+        import openai
+
+        if not api_key:
+            raise ValueError("openai: api_key is required (set OPENAI_API_KEY)")
+        client = openai.AsyncOpenAI(
+            api_key=api_key,
+            base_url=base_url or None,
+            organization=organization or None,
+            timeout=timeout,
+            max_retries=0,  # the service owns retries
+        )
+        super().__init__(client=client, model=model, secrets=(api_key,))
+        self.base_url = str(client.base_url)

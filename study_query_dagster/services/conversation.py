@@ -1,0 +1,125 @@
+"""`ConversationService`: multi-turn chats on top of `InferenceService`.
+
+With a database a conversation is a `conversation` group (name = the conversation id,
+metadata = the system prompt) whose members are its turns in order; each turn's raw_calls row
+holds the full message list that was sent and the reply. The history is therefore rebuilt from
+the database alone — the last successful turn's messages plus its reply — and a conversation
+can be resumed by any process. Without a database, history lives in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+from ..db import DatabaseConnection, RawCallRepository
+from ..log import get_logger
+from ..providers.base import BaseLLMProvider, Message
+from .inference import InferenceService
+
+logger = get_logger(__name__)
+
+GROUP_TYPE = "conversation"
+
+
+class ConversationService:
+    def __init__(
+        self,
+        inference: InferenceService | BaseLLMProvider,
+        db: DatabaseConnection | None = None,
+    ):
+        if isinstance(inference, BaseLLMProvider):
+            inference = InferenceService(inference, db)
+        self.inference = inference
+        self.db = db if db is not None else inference.db
+        if self.db is not None and inference.db is None:
+            raise ValueError("give the database to the InferenceService so turns are captured")
+        self._history: dict[str, list[Message]] = {}
+        self._group_ids: dict[str, int] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def start(
+        self,
+        system_prompt: str | None = None,
+        *,
+        conversation_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> str:
+        """A new conversation; returns its id (a string, the group's name with a database)."""
+        cid = conversation_id or uuid.uuid4().hex
+        if system_prompt is not None and not isinstance(system_prompt, str):
+            raise ValueError("system_prompt must be a string")
+        if cid in self._history:
+            raise ValueError(f"conversation {cid!r} already exists")
+        history: list[Message] = (
+            [{"role": "system", "content": system_prompt}] if system_prompt else []
+        )
+        if self.db is not None:
+            group_meta = {**(metadata or {}), "system_prompt": system_prompt}
+
+            def create() -> int:
+                with self.db.session_scope() as session:
+                    repo = RawCallRepository(session)
+                    if repo.find_group(GROUP_TYPE, cid) is not None:
+                        raise ValueError(f"conversation {cid!r} already exists")
+                    return repo.create_group(GROUP_TYPE, cid, metadata_json=group_meta)
+
+            self._group_ids[cid] = await asyncio.to_thread(create)
+        self._history[cid] = history
+        logger.info("conversation %s started (group %s)", cid, self._group_ids.get(cid))
+        return cid
+
+    async def send(self, conversation_id: str, user_message: str, **params: Any) -> str:
+        """Send the next user message with the whole history; returns the reply text.
+        A failed call raises `ProviderError` (captured as a turn) and leaves the history as
+        it was."""
+        if not isinstance(user_message, str):
+            raise ValueError("user_message must be a string")
+        lock = self._locks.setdefault(conversation_id, asyncio.Lock())
+        async with lock:
+            history = await self._load(conversation_id)
+            messages = [*history, {"role": "user", "content": user_message}]
+            turn = sum(1 for m in messages if m["role"] == "user")
+            result = await self.inference.run_inference(
+                messages=messages,
+                group_id=self._group_ids.get(conversation_id),
+                group_role="turn",
+                extra_metadata={"conversation_id": conversation_id, "turn": turn},
+                **params,
+            )
+            reply = result["response"]
+            self._history[conversation_id] = [*messages, {"role": "assistant", "content": reply}]
+            return reply
+
+    async def history(self, conversation_id: str) -> list[Message]:
+        """The messages so far (system prompt, then user/assistant turns)."""
+        return [dict(m) for m in await self._load(conversation_id)]
+
+    async def _load(self, cid: str) -> list[Message]:
+        if cid in self._history:
+            return self._history[cid]
+        if self.db is None:
+            raise KeyError(f"unknown conversation {cid!r}")
+        group_id, history = await asyncio.to_thread(self._load_from_db, cid)
+        self._group_ids[cid] = group_id
+        self._history[cid] = history
+        logger.info("conversation %s resumed from the database (%d messages)", cid, len(history))
+        return history
+
+    def _load_from_db(self, cid: str) -> tuple[int, list[Message]]:
+        assert self.db is not None
+        with self.db.session_scope() as session:
+            repo = RawCallRepository(session)
+            group = repo.find_group(GROUP_TYPE, cid)
+            if group is None:
+                raise KeyError(f"unknown conversation {cid!r}")
+            turns = [m.call for m in repo.get_group_members(group.id) if m.call.status == "success"]
+            if not turns:
+                system = (group.metadata_json or {}).get("system_prompt")
+                return group.id, ([{"role": "system", "content": system}] if system else [])
+            last = turns[-1]
+            preprocessing = (last.metadata_json or {}).get("preprocessing") or {}
+            sent = preprocessing.get("original_messages") or last.request_json["messages"]
+            reply = (last.response_json or {}).get("text", "")
+            return group.id, [*sent, {"role": "assistant", "content": reply}]

@@ -1,0 +1,57 @@
+"""Token buckets for requests-per-minute and tokens-per-minute limits.
+
+Hand-written rather than a library because tokens-per-minute needs debt: a request reserves
+an estimate before it is sent and is charged the real usage afterwards, which may push the
+bucket below zero so that later requests wait for the overdraft to refill.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+
+class TokenBucket:
+    """`rate_per_minute` units refill continuously; at most `capacity` are banked (default:
+    one second's worth, so a burst never exceeds the per-minute limit by more than 1/60)."""
+
+    def __init__(self, rate_per_minute: float, capacity: float | None = None):
+        if rate_per_minute is None or rate_per_minute <= 0:
+            raise ValueError(f"a rate limit must be positive (got {rate_per_minute!r})")
+        self.rate_per_minute = float(rate_per_minute)
+        self.rate = self.rate_per_minute / 60.0
+        self.capacity = float(capacity) if capacity else max(1.0, self.rate)
+        self._level = self.capacity
+        self._updated = time.monotonic()
+        self._lock: asyncio.Lock | None = None
+        self.waited_s = 0.0  # total time callers spent waiting, for reports
+
+    def _refill(self) -> None:
+        now = time.monotonic()
+        self._level = min(self.capacity, self._level + (now - self._updated) * self.rate)
+        self._updated = now
+
+    def reset_loop(self) -> None:
+        """Forget the lock bound to a previous event loop."""
+        self._lock = None
+
+    async def acquire(self, amount: float = 1.0) -> float:
+        """Take `amount` units (capped at capacity), waiting first-come first-served.
+        Returns the amount taken."""
+        amount = min(max(float(amount), 0.0), self.capacity)
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            while True:
+                self._refill()
+                if self._level >= amount:
+                    self._level -= amount
+                    return amount
+                delay = (amount - self._level) / self.rate
+                self.waited_s += delay
+                await asyncio.sleep(delay)
+
+    def adjust(self, delta: float) -> None:
+        """Charge `delta` more units (negative refunds) after the real usage is known."""
+        self._refill()
+        self._level = min(self.capacity, self._level - delta)

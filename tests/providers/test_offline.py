@@ -1,0 +1,73 @@
+"""OfflineProvider: deterministic, plainly offline, and able to simulate failures."""
+
+import time
+
+import pytest
+
+from study_query_dagster.providers import OfflineProvider, ProviderError
+
+
+async def test_reply_is_marked_deterministic_and_counts_words():
+    provider = OfflineProvider()
+    first = await provider.complete("What is the capital of France?")
+    again = await OfflineProvider().complete("What is the capital of France?")
+    assert first.text == again.text
+    assert first.text.startswith("[offline]")
+    assert first.provider == "offline" and first.model == "offline-echo"
+    assert first.prompt_tokens == 6
+    assert first.completion_tokens == len(first.text.split())
+    assert first.tokens == first.prompt_tokens + first.completion_tokens
+    assert first.finish_reason == "stop"
+
+
+async def test_reply_depends_on_messages_params_and_sample_index():
+    provider = OfflineProvider(model="offline-x")
+    base = await provider.complete("q")
+    assert (await provider.complete("q", temperature=1.0)).text != base.text
+    assert (await provider.complete("q", sample_index=1)).text != base.text
+    assert (await provider.complete("q", sample_index=1)).text != (
+        await provider.complete("q", sample_index=2)
+    ).text
+    assert (await provider.complete("q2")).text != base.text
+    assert base.model == "offline-x"
+    truncated = await provider.complete("q", max_tokens=2)
+    assert truncated.finish_reason == "length" and truncated.completion_tokens == 2
+
+
+async def test_simulated_failures_are_deterministic_and_typed():
+    async def outcomes(seed):
+        provider = OfflineProvider(failure_rate=0.5, seed=seed)
+        out = []
+        for i in range(40):
+            try:
+                await provider.complete(f"prompt {i % 10}")
+                out.append("ok")
+            except ProviderError as error:
+                assert error.provider == "offline" and error.retryable
+                assert error.error_type in {"rate_limit", "server_error", "timeout"}
+                assert error.status_code in {429, 503, None}
+                out.append(error.error_type)
+        return out
+
+    first = await outcomes(seed=1)
+    assert first == await outcomes(seed=1)
+    assert first != await outcomes(seed=2)
+    assert "ok" in first and len(set(first)) >= 3  # successes and several failure kinds
+
+
+async def test_always_failing_and_latency():
+    provider = OfflineProvider(failure_rate=1.0, failure_kinds=("rate_limit",), retry_after_s=0.2)
+    with pytest.raises(ProviderError) as caught:
+        await provider.complete("x")
+    assert caught.value.status_code == 429 and caught.value.retry_after == 0.2
+    slow = OfflineProvider(latency_s=0.2)
+    started = time.perf_counter()
+    reply = await slow.complete("x")
+    assert time.perf_counter() - started >= 0.2 and reply.latency_ms >= 200
+
+
+def test_bad_drill_settings_are_refused():
+    with pytest.raises(ValueError, match="failure_rate"):
+        OfflineProvider(failure_rate=1.5)
+    with pytest.raises(ValueError, match="failure_kinds"):
+        OfflineProvider(failure_kinds=("meteor",))
