@@ -22,6 +22,10 @@ class Settings(BaseSettings):
     exports_dir: Path = Field(DATA_DIR / "exports", alias="EXPORTS_DIR")
     pricing_file: Path | None = Field(None, alias="PRICING_FILE")
     log_level: str = Field("INFO", alias="LOG_LEVEL")
+    # The inference_run failure_rate check warns above this share of failed calls.
+    failure_rate_threshold: float = Field(0.05, alias="FAILURE_RATE_THRESHOLD", ge=0, le=1)
+    # How often (seconds) the prompt set sensor looks at PROMPT_SETS_DIR.
+    prompt_set_sensor_interval_s: int = Field(15, alias="PROMPT_SET_SENSOR_INTERVAL_S", ge=1)
 
     azure_openai_api_key: SecretStr | None = Field(None, alias="AZURE_OPENAI_API_KEY")
     azure_openai_endpoint: str | None = Field(None, alias="AZURE_OPENAI_ENDPOINT")

@@ -1,5 +1,88 @@
-"""The code location: one `defs`, loaded by workspace.yaml."""
+"""The code location: one `defs`, loaded by workspace.yaml.
+
+Resources are configured from the environment (and `.env`, which `dagster dev` loads). A set
+variable is passed as `dg.EnvVar`, so the UI shows its name, not its value; an unset one falls
+back to the embedded default (SQLite under data/, the offline provider).
+"""
+
+import os
+import warnings
 
 import dagster as dg
 
-defs = dg.Definitions(assets=[], resources={})
+from .assets.embeddings import (
+    embedding_dimensions_consistent,
+    every_response_embedded,
+    response_embeddings,
+)
+from .assets.inference import (
+    every_request_captured,
+    failure_rate,
+    inference_run,
+    raw_calls_are_immutable,
+)
+from .assets.prompts import prompt_set
+from .automation import daily_prompt_sets, hourly_prompt_sets, prompt_set_sensor
+from .config import DEFAULT_DATABASE_URL
+from .jobs import adhoc_prompt_job, study_job
+from .providers.factory import PROVIDER_ENV_VARS
+from .resources.database import DatabaseResource, LegacyDatabaseResource
+from .resources.embeddings import EmbeddingResource
+from .resources.prompt_sets import PromptSetsResource
+from .resources.providers import LLMProvidersResource, ProviderSettings
+
+# Checks are partitioned like their assets so the UI shows a result per prompt set. That is a
+# preview feature in Dagster 1.13; the exact pin in pyproject.toml guards against its changes.
+warnings.filterwarnings("ignore", message=".*partitions_def on an AssetCheckSpec.*")
+
+
+def env(name: str, default=None):
+    """`dg.EnvVar(name)` when the variable is set, else `default`."""
+    return dg.EnvVar(name) if os.environ.get(name) else default
+
+
+def provider_settings(provider: str) -> ProviderSettings:
+    names = PROVIDER_ENV_VARS[provider]
+    fields = {"api_key": "api_key", "endpoint": "endpoint", "api_version": "api_version",
+              "base_url": "base_url", "organization": "organization"}  # fmt: skip
+    return ProviderSettings(**{
+        field: env(names[arg]) for arg, field in fields.items() if arg in names
+    })  # fmt: skip
+
+
+def build_resources() -> dict:
+    llm = LLMProvidersResource(
+        azure=provider_settings("azure"),
+        openai=provider_settings("openai"),
+        hyperbolic=provider_settings("hyperbolic"),
+        timeout_s=float(os.environ.get("LLM_TIMEOUT_S", 60)),
+    )
+    return {
+        "database": DatabaseResource(url=env("DATABASE_URL", DEFAULT_DATABASE_URL)),
+        "legacy_database": LegacyDatabaseResource(url=env("LEGACY_DATABASE_URL")),
+        "prompt_sets": PromptSetsResource(
+            directory=os.environ.get("PROMPT_SETS_DIR", "prompt_sets")
+        ),
+        "llm": llm,
+        "embedding": EmbeddingResource(
+            llm=llm,
+            provider=os.environ.get("EMBEDDING_PROVIDER", "offline"),
+            model=os.environ.get("EMBEDDING_MODEL") or None,
+        ),
+    }
+
+
+defs = dg.Definitions(
+    assets=[prompt_set, inference_run, response_embeddings],
+    asset_checks=[
+        every_request_captured,
+        failure_rate,
+        raw_calls_are_immutable,
+        every_response_embedded,
+        embedding_dimensions_consistent,
+    ],
+    jobs=[study_job, adhoc_prompt_job],
+    sensors=[prompt_set_sensor],
+    schedules=[daily_prompt_sets, hourly_prompt_sets],
+    resources=build_resources(),
+)

@@ -4,8 +4,6 @@ A connection (engine + pool) is made once per process and URL; the app schema is
 the newest Alembic revision the first time a process uses it.
 """
 
-from __future__ import annotations
-
 import threading
 
 import dagster as dg

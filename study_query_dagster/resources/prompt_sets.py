@@ -1,7 +1,5 @@
 """The prompt set folder (PROMPT_SETS_DIR): where the sensor looks and assets read from."""
 
-from __future__ import annotations
-
 import re
 from pathlib import Path
 

@@ -560,6 +560,17 @@ class EmbeddingService:
         )  # fmt: skip
         return responses
 
+    def request_hashes(
+        self, texts: Sequence[str], *, model: str | None = None, truncate: bool | None = None
+    ) -> list[str | None]:
+        """The cache identity each text would have in `get_embeddings_batch` (after
+        normalisation and truncation), without any call; None for a text that would be refused."""
+        defaults = EmbeddingRequest(
+            "", model or self.model, self.dimensions, self.encoding_format,
+            self.truncate if truncate is None else truncate,
+        )  # fmt: skip
+        return [self._prepare(i, text, defaults).request_hash for i, text in enumerate(texts)]
+
     async def filter_valid_deployments(self, models: Iterable[str]) -> list[str]:
         """The models (deployments) of this provider that answer an embedding probe, in input
         order. Each is probed once per service; both outcomes are remembered."""

@@ -1,0 +1,216 @@
+"""`inference_run`: every prompt x target x sample of a prompt set, captured in raw_calls and
+grouped as a `run`; with the checks that guard what the run left in the database."""
+
+import asyncio
+
+import dagster as dg
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+
+from ..config import get_settings
+from ..db import RawCallRepository
+from ..resources.database import DatabaseResource
+from ..resources.embeddings import EmbeddingResource
+from ..resources.providers import LLMProvidersResource
+from ..services.study_runs import (
+    RUN_GROUP,
+    RunSummary,
+    execute_prompt_set,
+    find_run_group,
+    load_item_state,
+    missing_items,
+    run_group_name,
+    summarize_run,
+)
+from .prompts import PROMPT_SETS, load_stored_prompt_set, missing_credentials, prompt_set
+
+
+def root_run_id(context) -> str:
+    # A re-execution (from failure or of the whole run) keeps the original run as its root.
+    return context.run.root_run_id or context.run.run_id
+
+
+def _markdown_table(rows: list[dict], width: int = 80) -> str:
+    if not rows:
+        return "_no rows_"
+    columns = list(rows[0])
+
+    def cell(value) -> str:
+        text_value = "" if value is None else str(value)
+        text_value = " ".join(text_value.split()).replace("|", "\\|")
+        return text_value if len(text_value) <= width else text_value[: width - 1] + "…"
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(r[c]) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def run_metadata(summary: RunSummary, expected: int) -> dict:
+    success = summary.by_status.get("success", 0)
+    per_target = [
+        {
+            "provider": s["provider"], "model": s["model"], "calls": s["calls"],
+            "success_rate": round(s["success_rate"], 3) if s["success_rate"] is not None else None,
+            "p50_ms": round(s["p50_latency_ms"], 1) if s["p50_latency_ms"] is not None else None,
+            "p95_ms": round(s["p95_latency_ms"], 1) if s["p95_latency_ms"] is not None else None,
+            "tokens": s["total_tokens"],
+        }
+        for s in summary.per_target
+    ]  # fmt: skip
+    return {
+        "dagster/row_count": summary.calls,
+        "expected_items": expected,
+        "calls": summary.calls,
+        "successes": success,
+        "failures": summary.calls - success,
+        "failures_by_type": dg.MetadataValue.json(summary.failures_by_type),
+        "success_rate": round(success / summary.calls, 4) if summary.calls else 0.0,
+        "latency_p50_ms": summary.latency_p50_ms,
+        "latency_p95_ms": summary.latency_p95_ms,
+        "prompt_tokens": summary.prompt_tokens,
+        "completion_tokens": summary.completion_tokens,
+        "total_tokens": summary.total_tokens,
+        "estimated_cost_usd": summary.cost_usd,
+        "unpriced_calls": summary.unpriced_calls,
+        "per_target": dg.MetadataValue.md(_markdown_table(per_target)),
+        "answers_preview": dg.MetadataValue.md(_markdown_table(summary.preview)),
+        "run_group_id": summary.run_group_id,
+    }
+
+
+@dg.asset(
+    partitions_def=PROMPT_SETS,
+    group_name="inference",
+    deps=[prompt_set],
+    pool="llm_api",
+    kinds={"openai", "sqlite"},
+)
+def inference_run(
+    context: dg.AssetExecutionContext,
+    database: DatabaseResource,
+    llm: LLMProvidersResource,
+    embedding: EmbeddingResource,
+) -> dg.MaterializeResult:
+    """Send every prompt x target x sample through InferenceService; each call (success or
+    failure) is one raw_calls row in this run's `run` group. Re-executing a failed run resumes:
+    items that already succeeded are not sent again."""
+    name = context.partition_key
+    db = database.get_connection()
+    prompt_set_group_id, ps, content_hash = load_stored_prompt_set(db, name)
+    problems = missing_credentials(ps, llm, embedding)
+    if problems:  # before any call: nothing is sent, nothing is written
+        raise dg.Failure(f"prompt set {name!r} cannot run here: " + "; ".join(problems))
+
+    root = root_run_id(context)
+    with db.session_scope() as session:
+        run_group_id = RawCallRepository(session).get_or_create_group(
+            RUN_GROUP,
+            run_group_name(name, root),
+            description=f"Dagster run {root} of prompt set {name}",
+            metadata_json={"prompt_set": name, "content_hash": content_hash,
+                           "root_run_id": root, "prompt_set_group_id": prompt_set_group_id},
+        )  # fmt: skip
+
+    report = asyncio.run(
+        execute_prompt_set(
+            db,
+            ps,
+            run_group_id=run_group_id,
+            prompt_set_group_id=prompt_set_group_id,
+            make_service=lambda provider, model: llm.create_service(provider, model, db),
+            extra_metadata={"dagster_run_id": context.run_id, "dagster_root_run_id": root},
+        )
+    )
+    context.log.info(
+        f"run group {run_group_id}: {report.attempted} sent, {report.skipped} already done; "
+        f"outcomes {dict(report.outcomes)}"
+    )
+    metadata = {
+        **run_metadata(summarize_run(db, run_group_id), report.expected),
+        "resumed_items_skipped": report.skipped,
+        "items_sent": report.attempted,
+    }
+    if report.unfinished_keys:
+        shown = ", ".join(report.unfinished_keys[:20])
+        raise dg.Failure(
+            description=(
+                f"{len(report.unfinished_keys)} of {report.expected} items did not succeed "
+                f"(e.g. {shown}). Re-execute this run from failure to retry only those; "
+                "successful calls are not repeated."
+            ),
+            metadata=metadata,
+        )
+    return dg.MaterializeResult(metadata=metadata)
+
+
+def _run_group_for_check(context, db):
+    return find_run_group(db, context.partition_key, root_run_id(context))
+
+
+@dg.asset_check(asset=inference_run, partitions_def=PROMPT_SETS, blocking=True)
+def every_request_captured(context: dg.AssetCheckExecutionContext, database: DatabaseResource):
+    """Each expected item (prompt x target x sample) has a raw_calls row in the run."""
+    db = database.get_connection()
+    _, ps, _ = load_stored_prompt_set(db, context.partition_key)
+    group = _run_group_for_check(context, db)
+    missing = missing_items(db, ps, group.id)
+    return dg.AssetCheckResult(
+        passed=not missing,
+        metadata={
+            "expected": ps.expected_calls,
+            "missing": len(missing),
+            "missing_items": dg.MetadataValue.md(
+                "\n".join(f"- {k}" for k in missing[:50]) or "none"
+            ),
+            "run_group_id": group.id,
+        },
+    )
+
+
+@dg.asset_check(asset=inference_run, partitions_def=PROMPT_SETS)
+def failure_rate(context: dg.AssetCheckExecutionContext, database: DatabaseResource):
+    """WARN when more calls failed than FAILURE_RATE_THRESHOLD (default 5%)."""
+    db = database.get_connection()
+    group = _run_group_for_check(context, db)
+    state = load_item_state(db, group.id)
+    calls = len(state.calls)
+    failed = sum(1 for c in state.calls if c.status != "success")
+    rate = failed / calls if calls else 0.0
+    threshold = get_settings().failure_rate_threshold
+    return dg.AssetCheckResult(
+        passed=rate <= threshold,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=f"{failed} of {calls} calls failed ({rate:.1%}; threshold {threshold:.1%})",
+        metadata={"failure_rate": rate, "threshold": threshold, "failed": failed, "calls": calls},
+    )
+
+
+@dg.asset_check(asset=inference_run, partitions_def=PROMPT_SETS)
+def raw_calls_are_immutable(context: dg.AssetCheckExecutionContext, database: DatabaseResource):
+    """The database itself refuses to UPDATE a captured call (tried inside a savepoint that is
+    rolled back, so nothing changes either way)."""
+    db = database.get_connection()
+    group = _run_group_for_check(context, db)
+    state = load_item_state(db, group.id)
+    if not state.calls:
+        return dg.AssetCheckResult(passed=False, description="the run captured no calls")
+    call_id = state.calls[0].id
+    refused, message = False, "UPDATE was accepted"
+    with db.engine.connect() as conn:
+        outer = conn.begin()
+        savepoint = conn.begin_nested()
+        try:
+            conn.execute(
+                text("UPDATE raw_calls SET status = status WHERE id = :id"), {"id": call_id}
+            )
+        except DBAPIError as exc:
+            refused, message = True, str(exc.orig).strip().splitlines()[0]
+        finally:
+            if savepoint.is_active:
+                savepoint.rollback()
+            outer.rollback()
+    return dg.AssetCheckResult(
+        passed=refused,
+        description=message,
+        metadata={"call_id": call_id, "database_said": message},
+    )

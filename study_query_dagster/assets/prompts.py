@@ -1,0 +1,116 @@
+"""`prompt_set`: one dynamic partition per prompt set file, validated and stored as a
+`prompt_set` group (with the validated content and its hash) that the run assets read."""
+
+import dagster as dg
+from sqlalchemy.orm.attributes import flag_modified
+
+from ..db import RawCallRepository
+from ..resources.database import DatabaseResource
+from ..resources.embeddings import EmbeddingResource
+from ..resources.prompt_sets import PromptSetsResource
+from ..resources.providers import LLMProvidersResource
+from ..services.prompt_sets import PromptSet, estimate_max_cost, preview_markdown
+from ..services.study_runs import PROMPT_SET_GROUP
+
+PROMPT_SETS = dg.DynamicPartitionsDefinition(name="prompt_sets")
+
+
+def missing_credentials(
+    prompt_set: PromptSet, llm: LLMProvidersResource, embedding: EmbeddingResource
+) -> list[str]:
+    """One line per target (or embedder) that cannot be called here, naming what to set."""
+    problems = []
+    for target, label in zip(prompt_set.targets, prompt_set.target_labels, strict=True):
+        missing = llm.missing_env_vars(target.provider)
+        if missing:
+            problems.append(f"target {label!r} ({target.provider}): set {', '.join(missing)}")
+    if prompt_set.embed.enabled:
+        provider = prompt_set.embed.provider or embedding.provider
+        missing = embedding.missing_env_vars(provider)
+        if missing:
+            problems.append(f"embed ({provider}): set {', '.join(missing)}")
+    return problems
+
+
+def load_stored_prompt_set(db, name: str) -> tuple[int, PromptSet, str]:
+    """(group id, validated prompt set, content hash) as the last `prompt_set` run stored it."""
+    with db.session_scope() as session:
+        group = RawCallRepository(session).find_group(PROMPT_SET_GROUP, name)
+        meta = dict(group.metadata_json or {}) if group is not None else {}
+    if group is None or "content" not in meta:
+        raise dg.Failure(f"prompt set {name!r} is not stored yet: materialize prompt_set first")
+    return group.id, PromptSet.model_validate(meta["content"]), meta["content_hash"]
+
+
+@dg.asset(
+    partitions_def=PROMPT_SETS,
+    group_name="prompts",
+    kinds={"yaml"},
+    check_specs=[
+        dg.AssetCheckSpec(
+            "prompt_set_is_valid",
+            asset="prompt_set",
+            blocking=True,
+            description="Every target (and the embedder) is configured, so no call can fail "
+            "for lack of credentials.",
+        )
+    ],
+)
+def prompt_set(
+    context: dg.AssetExecutionContext,
+    database: DatabaseResource,
+    prompt_sets: PromptSetsResource,
+    llm: LLMProvidersResource,
+    embedding: EmbeddingResource,
+):
+    """A prompt set file, parsed and validated (a malformed file fails here with its file,
+    line and field), stored as a `prompt_set` group with its content hash."""
+    name = context.partition_key
+    loaded = prompt_sets.load(name)
+    ps = loaded.prompt_set
+    content = ps.model_dump(mode="json", exclude_defaults=True)
+    db = database.get_connection()
+    with db.session_scope() as session:
+        repo = RawCallRepository(session)
+        group_id = repo.get_or_create_group(PROMPT_SET_GROUP, name, description=ps.description)
+        group = repo.get_group(group_id)
+        meta = dict(group.metadata_json or {})
+        versions = dict(meta.get("versions", {}))
+        versions.setdefault(loaded.content_hash, context.run_id)
+        group.description = ps.description
+        group.metadata_json = {
+            **meta,
+            "content": content,
+            "content_hash": loaded.content_hash,
+            "path": str(loaded.path),
+            "expected_calls": ps.expected_calls,
+            "versions": versions,  # content hash -> first Dagster run that stored it
+        }
+        flag_modified(group, "metadata_json")
+
+    cost = estimate_max_cost(ps)
+    problems = missing_credentials(ps, llm, embedding)
+    targets = [
+        f"{label}: {t.provider} {t.model_name}"
+        for t, label in zip(ps.targets, ps.target_labels, strict=True)
+    ]
+    yield dg.MaterializeResult(
+        metadata={
+            "file": str(loaded.path),
+            "content_hash": loaded.content_hash,
+            "prompts": len(ps.prompts),
+            "targets": dg.MetadataValue.md("\n".join(f"- {t}" for t in targets)),
+            "samples": ps.samples,
+            "expected_calls": ps.expected_calls,
+            "estimated_max_cost_usd": cost.total,
+            "cost_note": cost.summary(),
+            "preview": dg.MetadataValue.md(preview_markdown(ps)),
+            "group_id": group_id,
+        }
+    )
+    yield dg.AssetCheckResult(
+        check_name="prompt_set_is_valid",
+        passed=not problems,
+        description="; ".join(problems) or "all targets configured",
+        metadata={"problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none")},
+    )

@@ -1,0 +1,112 @@
+"""Jobs: the study pipeline for one prompt set, and the ad-hoc prompt from the launchpad."""
+
+import asyncio
+
+import dagster as dg
+from pydantic import Field
+
+from .assets.embeddings import response_embeddings
+from .assets.inference import inference_run
+from .assets.prompts import PROMPT_SETS, prompt_set
+from .db import RawCallRepository
+from .providers import ProviderError
+from .resources.database import DatabaseResource
+from .resources.providers import LLMProvidersResource
+
+study_job = dg.define_asset_job(
+    "study_job",
+    selection=dg.AssetSelection.assets(prompt_set, inference_run, response_embeddings),
+    partitions_def=PROMPT_SETS,
+    description="prompt_set -> inference_run -> response_embeddings (with their checks) "
+    "for one prompt set.",
+)
+
+
+class ChatMessage(dg.Config):
+    role: str = Field(description="system | user | assistant")
+    content: str
+
+
+class AdhocPromptConfig(dg.Config):
+    """One call, captured like any other. Give `prompt` or `messages`."""
+
+    provider: str = Field("offline", description="azure | openai | hyperbolic | offline")
+    model: str = Field("offline-echo", description="Model, or the Azure deployment.")
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    group_type: str | None = Field(None, description="Add the call to this group (with name).")
+    group_name: str | None = None
+    role: str | None = None
+    position: int | None = None
+
+
+@dg.op(tags={"kind": "llm"}, pool="llm_api")
+def adhoc_prompt(
+    context: dg.OpExecutionContext,
+    config: AdhocPromptConfig,
+    database: DatabaseResource,
+    llm: LLMProvidersResource,
+) -> dict:
+    """Send one prompt, capture it in raw_calls, add it to the chosen group, show the answer."""
+    if (config.prompt is None) == (config.messages is None):
+        raise dg.Failure("give exactly one of `prompt` or `messages`")
+    if (config.group_type is None) != (config.group_name is None):
+        raise dg.Failure("a group needs both `group_type` and `group_name`")
+    missing = llm.missing_env_vars(config.provider)
+    if missing:
+        raise dg.Failure(
+            f"provider {config.provider!r} is not configured: set {', '.join(missing)}"
+        )
+    params = {k: v for k in ("temperature", "max_tokens", "top_p", "seed")
+              if (v := getattr(config, k)) is not None}  # fmt: skip
+    messages = [m.model_dump() for m in config.messages] if config.messages else None
+    db = database.get_connection()
+
+    async def call() -> dict:
+        async with llm.create_service(config.provider, config.model, db) as service:
+            return await service.run_inference(
+                config.prompt, messages=messages,
+                extra_metadata={"source": "adhoc_prompt_job", "dagster_run_id": context.run_id},
+                **params,
+            )  # fmt: skip
+
+    try:
+        result = asyncio.run(call())
+    except ProviderError as error:
+        raise dg.Failure(
+            f"the call failed ({error.error_type}): {error.message}",
+            metadata={"raw_call_id": getattr(error, "call_id", None) or -1},
+        ) from error
+    group_id = None
+    if config.group_type:
+        with db.session_scope() as session:
+            repo = RawCallRepository(session)
+            group_id = repo.get_or_create_group(config.group_type, config.group_name)
+            repo.add_group_members(
+                group_id,
+                [{"call_id": result["id"], "position": config.position, "role": config.role}],
+            )
+    meta = result["metadata"]
+    context.add_output_metadata(
+        {
+            "answer": dg.MetadataValue.md(result["response"]),
+            "raw_call_id": result["id"],
+            "provider": config.provider,
+            "model": config.model,
+            "latency_ms": meta.get("latency_ms"),
+            "total_tokens": meta.get("tokens"),
+            "cost_usd": meta.get("cost_usd"),
+            "group_id": group_id if group_id is not None else -1,
+        }
+    )
+    context.log.info(f"answer (raw_call {result['id']}): {result['response']}")
+    return {"raw_call_id": result["id"], "group_id": group_id}
+
+
+@dg.job(description="Send one prompt (or chat) from the launchpad; captured like any call.")
+def adhoc_prompt_job():
+    adhoc_prompt()
