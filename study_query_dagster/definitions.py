@@ -6,7 +6,6 @@ back to the embedded default (SQLite under data/, the offline provider).
 """
 
 import os
-import warnings
 
 import dagster as dg
 
@@ -30,10 +29,6 @@ from .resources.database import DatabaseResource, LegacyDatabaseResource
 from .resources.embeddings import EmbeddingResource
 from .resources.prompt_sets import PromptSetsResource
 from .resources.providers import LLMProvidersResource, ProviderSettings
-
-# Checks are partitioned like their assets so the UI shows a result per prompt set. That is a
-# preview feature in Dagster 1.13; the exact pin in pyproject.toml guards against its changes.
-warnings.filterwarnings("ignore", message=".*partitions_def on an AssetCheckSpec.*")
 
 
 def env(name: str, default=None):
