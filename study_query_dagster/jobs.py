@@ -7,7 +7,7 @@ from pydantic import Field
 
 from .assets.embeddings import response_embeddings
 from .assets.inference import inference_run
-from .assets.prompts import PROMPT_SETS, prompt_set
+from .assets.prompts import prompt_set
 from .db import RawCallRepository
 from .providers import ProviderError
 from .resources.database import DatabaseResource
@@ -16,7 +16,6 @@ from .resources.providers import LLMProvidersResource
 study_job = dg.define_asset_job(
     "study_job",
     selection=dg.AssetSelection.assets(prompt_set, inference_run, response_embeddings),
-    partitions_def=PROMPT_SETS,
     description="prompt_set -> inference_run -> response_embeddings (with their checks) "
     "for one prompt set.",
 )
@@ -70,7 +69,7 @@ def adhoc_prompt(
         async with llm.create_service(config.provider, config.model, db) as service:
             return await service.run_inference(
                 config.prompt, messages=messages,
-                extra_metadata={"source": "adhoc_prompt_job", "dagster_run_id": context.run_id},
+                extra_metadata={"source": "adhoc_prompt_job", "dagster_run_id": context.run.run_id},
                 **params,
             )  # fmt: skip
 

@@ -83,7 +83,7 @@ def run_metadata(summary: RunSummary, expected: int) -> dict:
     group_name="inference",
     deps=[prompt_set],
     pool="llm_api",
-    kinds={"openai", "sqlite"},
+    kinds={"openai"},
 )
 def inference_run(
     context: dg.AssetExecutionContext,
@@ -118,7 +118,7 @@ def inference_run(
             run_group_id=run_group_id,
             prompt_set_group_id=prompt_set_group_id,
             make_service=lambda provider, model: llm.create_service(provider, model, db),
-            extra_metadata={"dagster_run_id": context.run_id, "dagster_root_run_id": root},
+            extra_metadata={"dagster_run_id": context.run.run_id, "dagster_root_run_id": root},
         )
     )
     context.log.info(

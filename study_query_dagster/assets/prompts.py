@@ -76,7 +76,7 @@ def prompt_set(
         group = repo.get_group(group_id)
         meta = dict(group.metadata_json or {})
         versions = dict(meta.get("versions", {}))
-        versions.setdefault(loaded.content_hash, context.run_id)
+        versions.setdefault(loaded.content_hash, context.run.run_id)
         group.description = ps.description
         group.metadata_json = {
             **meta,

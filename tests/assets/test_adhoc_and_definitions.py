@@ -1,0 +1,94 @@
+"""The ad-hoc prompt job from launchpad-style config, and the code location as Dagster loads it."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+
+from study_query_dagster.db import DatabaseConnection, RawCallRepository
+from study_query_dagster.definitions import defs
+from study_query_dagster.jobs import adhoc_prompt_job
+from tests.support.dagster import make_resources
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_adhoc(resources, config):
+    job = dg.Definitions(jobs=[adhoc_prompt_job], resources=resources)
+    return job.resolve_job_def("adhoc_prompt_job").execute_in_process(
+        run_config={"ops": {"adhoc_prompt": {"config": config}}}, raise_on_error=False
+    )
+
+
+def test_adhoc_prompt_is_captured_grouped_and_shown(db_url, tmp_path, llm_server):
+    resources = make_resources(db_url, tmp_path, llm_server.url)
+    config = {"provider": "openai", "model": "gpt-4o-mini", "prompt": "Is water wet?",
+              "temperature": 0.0, "group_type": "experiment", "group_name": "wetness",
+              "role": "probe", "position": 7}  # fmt: skip
+    result = run_adhoc(resources, config)
+    assert result.success
+    [output] = [e for e in result.all_events if e.event_type_value == "STEP_OUTPUT"]
+    meta = output.event_specific_data.metadata
+    assert meta["answer"].value == "echo: Is water wet?"
+    assert llm_server.requests[-1].body["temperature"] == 0.0
+
+    db = DatabaseConnection(db_url)
+    with db.session_scope() as session:
+        repo = RawCallRepository(session)
+        group = repo.find_group("experiment", "wetness")
+        [member] = repo.get_group_members(group.id)
+        assert (member.call_id, member.position, member.role) == (
+            meta["raw_call_id"].value,
+            7,
+            "probe",
+        )
+        assert member.call.response_json["text"] == "echo: Is water wet?"
+    db.dispose()
+
+
+def test_adhoc_messages_and_failures(db_url, tmp_path, llm_server):
+    resources = make_resources(db_url, tmp_path, llm_server.url)
+    chat = {"provider": "openai", "model": "gpt-4o-mini",
+            "messages": [{"role": "system", "content": "Be brief."},
+                         {"role": "user", "content": "Hi"}]}  # fmt: skip
+    assert run_adhoc(resources, chat).success
+    assert llm_server.requests[-1].body["messages"][0]["content"] == "Be brief."
+
+    llm_server.unknown_models = {"ghost"}
+    failed = run_adhoc(resources, {"provider": "openai", "model": "ghost", "prompt": "x"})
+    assert not failed.success
+    db = DatabaseConnection(db_url)
+    with db.session_scope() as session:
+        statuses = [c.status for c in RawCallRepository(session).query_raw_calls()]
+    db.dispose()
+    assert statuses == ["failed", "success"]  # the failure is captured too
+
+    unconfigured = run_adhoc(
+        make_resources(db_url, tmp_path), {"provider": "openai", "prompt": "x"}
+    )
+    error = next(e for e in unconfigured.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "set OPENAI_API_KEY" in str(error.event_specific_data.error)
+
+
+def test_definitions_validate_with_the_cli():
+    dagster = Path(sys.executable).with_name("dagster")
+    done = subprocess.run(
+        [str(dagster), "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Validation successful" in done.stdout + done.stderr
+
+
+def test_asset_graph_shape():
+    graph = defs.resolve_asset_graph()
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    assert {"prompt_set", "inference_run", "response_embeddings"} <= keys
+    assert graph.get(dg.AssetKey("response_embeddings")).parent_keys == {
+        dg.AssetKey("inference_run")
+    }
+    assert graph.get(dg.AssetKey("inference_run")).parent_keys == {dg.AssetKey("prompt_set")}
+    checks = {c.name for c in defs.resolve_asset_graph().asset_check_keys}
+    assert {"prompt_set_is_valid", "every_request_captured", "failure_rate", "raw_calls_are_immutable",
+            "every_response_embedded", "embedding_dimensions_consistent"} <= checks  # fmt: skip

@@ -1,0 +1,77 @@
+"""Helpers for tests of the Dagster layer: resources pointed at test databases, a prompt set
+folder, and the fake LLM server; and a reconstructable study job for re-execution tests."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from pathlib import Path
+
+import dagster as dg
+
+from study_query_dagster.resources.database import DatabaseResource
+from study_query_dagster.resources.embeddings import EmbeddingResource
+from study_query_dagster.resources.prompt_sets import PromptSetsResource
+from study_query_dagster.resources.providers import LLMProvidersResource, ProviderSettings
+
+FAST_RETRIES = {"max_retries": 1, "initial_wait_s": 0.01, "max_wait_s": 0.05, "timeout_s": 5.0}
+
+
+def make_resources(db_url: str, prompt_dir: Path, llm_url: str | None = None, **llm_options):
+    """Resources as definitions.py builds them, but for tests: `llm_url` is the fake server
+    (the openai provider points at it, with a fake key); retries are quick."""
+    openai = (
+        ProviderSettings(api_key="sk-test-fake", base_url=f"{llm_url}/v1")
+        if llm_url
+        else ProviderSettings()
+    )
+    azure = (
+        ProviderSettings(api_key="az-test-fake", endpoint=llm_url)
+        if llm_url
+        else ProviderSettings()
+    )
+    llm = LLMProvidersResource(openai=openai, azure=azure, **{**FAST_RETRIES, **llm_options})
+    return {
+        "database": DatabaseResource(url=db_url),
+        "prompt_sets": PromptSetsResource(directory=str(prompt_dir)),
+        "llm": llm,
+        "embedding": EmbeddingResource(llm=llm),
+    }
+
+
+def write_prompt_set(folder: Path, name: str, body: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.yaml"
+    path.write_text(textwrap.dedent(body).lstrip())
+    return path
+
+
+def study_assets_and_checks():
+    from study_query_dagster import definitions
+
+    return [*definitions.defs.assets, *definitions.defs.asset_checks]
+
+
+def get_study_job():
+    """The study job with test resources from the environment (for dg.reconstructable)."""
+    from study_query_dagster.definitions import defs
+
+    resources = make_resources(
+        os.environ["SQD_TEST_DB_URL"], Path(os.environ["SQD_TEST_PROMPT_DIR"]),
+        os.environ.get("SQD_TEST_LLM_URL"),
+    )  # fmt: skip
+    test_defs = dg.Definitions(
+        assets=defs.assets,
+        asset_checks=defs.asset_checks,
+        jobs=[
+            dg.define_asset_job(
+                "study_job",
+                selection=dg.AssetSelection.assets(
+                    "prompt_set", "inference_run", "response_embeddings"
+                ),
+                executor_def=dg.in_process_executor,
+            )
+        ],
+        resources=resources,
+    )
+    return test_defs.resolve_job_def("study_job")
