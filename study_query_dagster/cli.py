@@ -56,13 +56,52 @@ def cmd_init(_args) -> int:
     return 0
 
 
+def cmd_materialize(_args) -> int:
+    """Register every prompt set and materialize the whole graph for each, headless, on the
+    instance in DAGSTER_HOME. Non-zero if a file is invalid, a run fails or an ERROR check fails."""
+    import dagster as dg
+
+    from .definitions import defs
+    from .services.prompt_sets import discover_prompt_sets
+
+    cmd_init(_args)
+    settings = get_settings()
+    valid, errors = discover_prompt_sets(settings.prompt_sets_dir)
+    for error in errors.values():
+        print(f"INVALID {error}")
+    instance = dg.DagsterInstance.get()
+    known = set(instance.get_dynamic_partitions("prompt_sets"))
+    instance.add_dynamic_partitions("prompt_sets", [n for n in valid if n not in known])
+    ok = not errors
+    job = defs.resolve_job_def("study_job")
+    for name in valid:
+        result = job.execute_in_process(partition_key=name, instance=instance, raise_on_error=False)
+        failed = [
+            c.check_name
+            for c in result.get_asset_check_evaluations()
+            if not c.passed and c.severity == dg.AssetCheckSeverity.ERROR
+        ]
+        warned = [c.check_name for c in result.get_asset_check_evaluations() if not c.passed
+                  and c.severity == dg.AssetCheckSeverity.WARN]  # fmt: skip
+        status = "OK" if result.success and not failed else "FAILED"
+        ok = ok and status == "OK"
+        extra = (f"; failed checks: {', '.join(failed)}" if failed else "") + (
+            f"; warnings: {', '.join(warned)}" if warned else ""
+        )
+        print(f"{status} {name} (run {result.run_id}){extra}")
+    print(f"{len(valid)} prompt set(s) materialized on {instance.root_directory}; "
+          f"browse them with `make run`")  # fmt: skip
+    return 0 if ok else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="study_query_dagster")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("init", help="create the Dagster home and the app database if missing")
+    sub.add_parser("materialize", help="materialize every prompt set headless")
     args = parser.parse_args(argv)
     configure_logging(get_settings().log_level)
-    return {"init": cmd_init}[args.command](args)
+    return {"init": cmd_init, "materialize": cmd_materialize}[args.command](args)
 
 
 if __name__ == "__main__":
