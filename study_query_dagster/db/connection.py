@@ -7,6 +7,7 @@ created for fixtures and tests (`create_v1_schema()`), because real v1 databases
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,9 +34,18 @@ def normalize_url(url: str | URL) -> URL:
     return parsed
 
 
+# A real `\u0000` escape: preceded by an even number of backslashes (escaped backslashes).
+_NUL_ESCAPE = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
+
+
 def _json_dumps(value) -> str:
     # Keep unicode readable in SQLite's JSON text (and searchable with LIKE).
-    return json.dumps(value, ensure_ascii=False)
+    text = json.dumps(value, ensure_ascii=False)
+    if "\\u0000" in text:
+        # PostgreSQL's JSONB cannot hold U+0000: every JSON column stores it as U+FFFD, on both
+        # backends so that the two stores agree.
+        text = _NUL_ESCAPE.sub(r"\1\\ufffd", text)
+    return text
 
 
 def _configure_sqlite(engine: Engine) -> None:

@@ -7,8 +7,8 @@ the commit count therefore follows the flush time, not the call count, and no ro
 timer: a completed call is on disk one or two flush durations after it finished (well within
 a second), and always before the caller — a batch included — gets its result.
 
-NUL characters: PostgreSQL's JSONB cannot hold U+0000, so rows store it as U+FFFD (on both
-backends, so the two stores agree); the text sent to the provider is unchanged.
+NUL characters are stored as U+FFFD by the database layer (PostgreSQL's JSONB cannot hold
+U+0000); the text sent to the provider is unchanged.
 
 Cancellation: `flush_sync()` writes what is pending from the event loop thread itself, for the
 paths (task cancelled, Ctrl-C, loop shutting down) where no background flush will run again.
@@ -137,7 +137,7 @@ class CaptureWriter:
     def _write(self, batch: list[_Item]) -> list[int]:
         with self._write_lock, self.db.session_scope() as session:
             repo = RawCallRepository(session)
-            rows = [_storable(item.row) for item in batch if item.row is not None]
+            rows = [item.row for item in batch if item.row is not None]
             new_ids = iter(repo.insert_raw_calls(rows) if rows else [])
             ids: list[int] = []
             by_group: dict[int, list[dict[str, Any]]] = defaultdict(list)
@@ -153,35 +153,6 @@ class CaptureWriter:
         self.flushes += 1
         self.rows_written += len(rows)
         return ids
-
-
-JSON_COLUMNS = ("request_json", "response_json", "error_json", "tokens_json", "metadata_json")
-
-
-def _without_nul(value: Any) -> Any:
-    if isinstance(value, str):
-        return value.replace("\x00", "\ufffd")
-    if isinstance(value, dict):
-        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_without_nul(v) for v in value]
-    return value
-
-
-def _has_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list | tuple):
-        return any(_has_nul(v) for v in value)
-    return False
-
-
-def _storable(row: dict[str, Any]) -> dict[str, Any]:
-    if not any(_has_nul(row.get(k)) for k in JSON_COLUMNS):
-        return row  # the usual case: nothing to copy
-    return {k: _without_nul(v) if k in JSON_COLUMNS else v for k, v in row.items()}
 
 
 def _settle(batch: list[_Item], *, ids: list[int] | None = None, error=None) -> None:

@@ -287,3 +287,18 @@ def test_duplicate_request_hash_without_ignore_is_an_error(db):
                 {"call_id": call_id, "model": "e", "vector": [0, 1], "request_hash": "a"},
             ]
         )
+
+
+def test_nul_characters_are_stored_as_replacement_on_both_backends(db):
+    # PostgreSQL's JSONB refuses U+0000; a literal backslash-u0000 text must survive untouched.
+    with db.session_scope() as session:
+        call_id = RawCallRepository(session).insert_raw_call(
+            **call(request_json={"prompt": "a\x00b", "k\x00": ["\x00"], "raw": "\\u0000 stays"})
+        )
+    with db.session_scope() as session:
+        stored = RawCallRepository(session).get_raw_call(call_id)
+    assert stored.request_json == {
+        "prompt": "a\ufffdb",
+        "k\ufffd": ["\ufffd"],
+        "raw": "\\u0000 stays",
+    }
