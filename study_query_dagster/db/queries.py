@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Integer, Select, case, cast, func, literal, select
+from sqlalchemy import Select, case, func, literal, literal_column, select
 from sqlalchemy.sql import ColumnElement
 
 from .models_v2 import GroupMember, RawCall
@@ -76,17 +76,14 @@ def percentiles_query(
 
     columns = []
     for q in percentiles:
-        position = 1 + q * (ranked.c.n - 1)
-        low = cast(position, Integer)  # floor, as position >= 1
-        frac = position - low
+        # Linear interpolation between the two ranks around `position`: rank rn weighs
+        # 1 - |position - rn| when that is positive. (No CAST to find the lower rank:
+        # PostgreSQL rounds where SQLite truncates.)
+        distance = func.abs(1 + q * (ranked.c.n - 1) - ranked.c.rn)
         columns.append(
-            func.sum(
-                case(
-                    (ranked.c.rn == low, ranked.c.v * (1 - frac)),
-                    (ranked.c.rn == low + 1, ranked.c.v * frac),
-                    else_=0,
-                )
-            ).label(f"p{round(q * 100)}")
+            func.sum(case((distance < 1, ranked.c.v * (1 - distance)), else_=0)).label(
+                f"p{round(q * 100)}"
+            )
         )
     group_cols = [ranked.c[f"g{i}"] for i in range(len(group_by))]
     stmt = select(*group_cols, *columns)
@@ -98,3 +95,63 @@ def percentiles_query(
 def token_field(name: str) -> ColumnElement:
     """tokens_json[name] as a number (JSON_EXTRACT on SQLite, ->> on PostgreSQL)."""
     return RawCall.tokens_json[name].as_float()
+
+
+# Time buckets as UTC wall-clock starts: strftime on SQLite (which stores naive UTC text),
+# date_trunc on PostgreSQL after converting the timestamptz to UTC (date_trunc alone would
+# truncate in the session's time zone). Formats are literals, not bind parameters, so the
+# GROUP BY expression is textually the SELECT expression on PostgreSQL.
+GRANULARITIES = ("day", "hour", "minute")
+_SQLITE_BUCKET_FORMAT = {
+    "day": "%Y-%m-%d 00:00:00",
+    "hour": "%Y-%m-%d %H:00:00",
+    "minute": "%Y-%m-%d %H:%M:00",
+}
+
+
+def time_bucket(column: ColumnElement, granularity: str, dialect: str) -> ColumnElement:
+    """Start of the day/hour/minute containing `column`, in UTC."""
+    if granularity not in GRANULARITIES:
+        raise ValueError(
+            f"granularity must be one of {', '.join(GRANULARITIES)} (got {granularity!r})"
+        )
+    if dialect == "postgresql":
+        return func.date_trunc(
+            literal_column(f"'{granularity}'"), func.timezone(literal_column("'UTC'"), column)
+        )
+    return func.strftime(literal_column(f"'{_SQLITE_BUCKET_FORMAT[granularity]}'"), column)
+
+
+def time_series_query(granularity: str, dialect: str, where: CallFilter | None = None) -> Select:
+    """Per time bucket and provider: calls, successes, failures (any status but success),
+    total tokens and the mean latency of successful calls."""
+    bucket = time_bucket(RawCall.created_at, granularity, dialect)
+    ok = RawCall.status == "success"
+    stmt = select(
+        bucket.label("bucket"),
+        RawCall.provider,
+        func.count().label("calls"),
+        func.sum(case((ok, 1), else_=0)).label("successes"),
+        func.sum(case((ok, 0), else_=1)).label("failures"),
+        func.sum(token_field("total_tokens")).label("total_tokens"),
+        func.avg(case((ok, RawCall.latency_ms))).label("avg_latency_ms"),
+    ).group_by(bucket, RawCall.provider)
+    stmt = (where or CallFilter()).apply(stmt)
+    return stmt.order_by(bucket, RawCall.provider)
+
+
+def token_split_query(where: CallFilter | None = None) -> Select:
+    """Per provider and model: `split`, calls with a prompt/completion token split (priceable),
+    and `unsplit`, calls that cannot be priced for lack of one: successful calls without
+    `prompt_tokens`, or calls reporting only a total (migrated v1 rows). Failed calls without
+    any token count are taken as unbilled."""
+    no_split = token_field("prompt_tokens").is_(None) & (
+        (RawCall.status == "success") | token_field("total_tokens").is_not(None)
+    )
+    stmt = select(
+        RawCall.provider,
+        RawCall.model,
+        func.sum(case((no_split, 1), else_=0)).label("unsplit"),
+        func.sum(case((token_field("prompt_tokens").is_not(None), 1), else_=0)).label("split"),
+    ).group_by(RawCall.provider, RawCall.model)
+    return (where or CallFilter()).apply(stmt)

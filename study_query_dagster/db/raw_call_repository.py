@@ -10,6 +10,7 @@ import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
+from itertools import groupby
 from typing import Any
 
 import numpy as np
@@ -119,7 +120,10 @@ class RawCallRepository:
         started = time.perf_counter()
         ids: list[int] = []
         for start in range(0, len(validated), chunk_size):
-            ids.extend(self._insert_chunk(validated[start : start + chunk_size]))
+            # An executemany takes its columns from the first row and silently drops keys the
+            # others add, so rows are sent in consecutive runs that share the same keys.
+            for _, run in groupby(validated[start : start + chunk_size], key=frozenset):
+                ids.extend(self._insert_chunk(list(run)))
         logger.info(
             "captured %d raw_calls in %.1f ms", len(ids), (time.perf_counter() - started) * 1000
         )
@@ -164,8 +168,11 @@ class RawCallRepository:
         stmt = select(func.count()).select_from(RawCall)
         return self.session.scalar((where or CallFilter()).apply(stmt)) or 0
 
-    def search_raw_calls(self, term: str, limit: int = 100) -> list[RawCall]:
-        """Calls whose prompt or answer contains `term` (case-insensitive), newest first.
+    def search_raw_calls(
+        self, term: str, limit: int = 100, where: CallFilter | None = None
+    ) -> list[RawCall]:
+        """Calls whose prompt or answer contains `term` (case-insensitive), newest first,
+        among those matching `where`.
 
         SQL narrows the candidates with LIKE over the JSON text; Python then keeps only rows
         where the term is inside a string value (not a key such as "content").
@@ -183,6 +190,8 @@ class RawCallRepository:
             .order_by(RawCall.created_at.desc(), RawCall.id.desc())
             .execution_options(yield_per=500)
         )
+        if where is not None:
+            stmt = where.apply(stmt)
         needle = term.casefold()
         found: list[RawCall] = []
         for call in self.session.scalars(stmt):

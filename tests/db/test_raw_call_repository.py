@@ -287,3 +287,22 @@ def test_duplicate_request_hash_without_ignore_is_an_error(db):
                 {"call_id": call_id, "model": "e", "vector": [0, 1], "request_hash": "a"},
             ]
         )
+
+
+def test_bulk_insert_keeps_fields_that_only_some_rows_have(db):
+    # An executemany takes its columns from the first row; later rows' extra keys must not
+    # be dropped.
+    rows = [
+        call(),
+        call(status="failed", response_json=None, error_json={"message": "boom"}),
+        call(metadata_json={"k": 1}, created_at=T0),
+        call(),
+    ]
+    with db.session_scope() as session:
+        ids = RawCallRepository(session).insert_raw_calls(rows)
+    with db.session_scope() as session:
+        stored = [session.get(RawCall, i) for i in ids]
+        assert [c.status for c in stored] == ["success", "failed", "success", "success"]
+        assert stored[1].error_json == {"message": "boom"}
+        assert stored[2].metadata_json == {"k": 1} and stored[2].created_at == T0
+        assert stored[0].error_json is None and stored[3].metadata_json is None
