@@ -56,6 +56,7 @@ from typing import Any
 from sqlalchemy import (
     Text,
     and_,
+    bindparam,
     cast,
     column,
     create_engine,
@@ -66,6 +67,7 @@ from sqlalchemy import (
     or_,
     select,
     table,
+    tuple_,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -335,7 +337,7 @@ class MigrationResult:
     already_migrated: int = 0  # v1 rows skipped because the ledger had them
     batch_memberships: int = 0  # new batch group members
     chunks: int = 0
-    reordered_members: int = 0  # batch positions corrected to created_at order
+    reordered_members: int = 0  # positions rewritten to keep batches in created_at order
     first_v1_id: int | None = None  # range of v1 ids migrated by this run
     last_v1_id: int | None = None
     seconds: float = 0.0
@@ -430,91 +432,111 @@ def _batch_group_ids(session: Session, names: set[str], source_id: str) -> dict[
     return found
 
 
-def _append_members(session: Session, pairs: list[tuple[int, int]]) -> None:
-    """Add (group_id, call_id) pairs after each group's last position, in one statement.
-    (`add_group_members` works one group at a time; a chunk can touch a thousand batches.)"""
-    groups = sorted({g for g, _ in pairs})
-    stmt = (
-        select(GroupMember.group_id, func.max(GroupMember.position))
-        .where(GroupMember.group_id.in_(groups))
-        .group_by(GroupMember.group_id)
+def _member_order(source_id: str):
+    """Sort key of batch members: created_at, then v1 id (as v1 listed a batch), then call id."""
+    ledger = and_(MigrationLedger.raw_call_id == RawCall.id, MigrationLedger.source == source_id)
+    return ledger, (RawCall.created_at, func.coalesce(MigrationLedger.v1_id, -1), RawCall.id)
+
+
+def _add_batch_members(
+    session: Session, source_id: str, items: list[tuple[int, int, datetime, int]]
+) -> int:
+    """Add (group_id, call_id, created_at, v1_id) members, keeping every batch group's
+    positions in (created_at, v1 id) order. Returns how many existing positions moved.
+
+    Invariant: a group's last position holds its latest member. New members that sort after
+    it are appended (the usual case, one INSERT for the chunk); a group that receives an
+    earlier member (rows created out of id order across chunks, or a later run adding older
+    rows) is renumbered, that group only. (`add_group_members` works one group at a time; a
+    chunk can touch a thousand batches.)"""
+    by_group: dict[int, list[tuple[datetime, int, int]]] = {}
+    for group_id, call_id, created_at, v1_id in items:
+        by_group.setdefault(group_id, []).append((created_at, v1_id, call_id))
+    groups = sorted(by_group)
+    last_position = dict(
+        session.execute(
+            select(GroupMember.group_id, func.max(GroupMember.position))
+            .where(GroupMember.group_id.in_(groups))
+            .group_by(GroupMember.group_id)
+        ).all()
     )
-    next_position = {g: (p or 0) + 1 for g, p in session.execute(stmt)}
+    ledger, _ = _member_order(source_id)
+    last_key = {
+        g: (created_at, v1_id if v1_id is not None else -1, call_id)
+        for g, created_at, v1_id, call_id in session.execute(
+            select(GroupMember.group_id, RawCall.created_at, MigrationLedger.v1_id, RawCall.id)
+            .join(RawCall, RawCall.id == GroupMember.call_id)
+            .outerjoin(MigrationLedger, ledger)
+            .where(tuple_(GroupMember.group_id, GroupMember.position).in_(
+                [(g, p) for g, p in last_position.items() if p is not None]
+            ))
+        )
+    } if last_position else {}  # fmt: skip
     now = utcnow()
-    rows = []
-    for group_id, call_id in pairs:
-        position = next_position.get(group_id, 1)
-        next_position[group_id] = position + 1
-        rows.append({"group_id": group_id, "call_id": call_id, "position": position,
-                     "added_at": now})  # fmt: skip
-    session.execute(insert(GroupMember), rows)
+    rows, disordered = [], []
+    for group_id in groups:
+        members = sorted(by_group[group_id])
+        position = last_position.get(group_id) or 0
+        last = last_key.get(group_id)
+        if last is not None and members[0] < last:
+            disordered.append(group_id)
+        for _, _, call_id in members:
+            position += 1
+            rows.append({"group_id": group_id, "call_id": call_id, "position": position,
+                         "added_at": now})  # fmt: skip
+    session.connection().execute(insert(GroupMember.__table__), rows)
+    return sum(_renumber(session, source_id, g) for g in disordered)
+
+
+def _renumber(session: Session, source_id: str, group_id: int) -> int:
+    ledger, order = _member_order(source_id)
+    members = session.execute(
+        select(GroupMember.id, GroupMember.position)
+        .join(RawCall, RawCall.id == GroupMember.call_id)
+        .outerjoin(MigrationLedger, ledger)
+        .where(GroupMember.group_id == group_id)
+        .order_by(*order)
+    ).all()
+    moves = [{"member": m, "position": i} for i, (m, p) in enumerate(members, 1) if p != i]
+    if moves:
+        table_ = GroupMember.__table__
+        session.execute(
+            update(table_)
+            .where(table_.c.id == bindparam("member"))
+            .values(position=bindparam("position")),
+            moves,
+        )
+    return len(moves)
 
 
 def _write_chunk(
     target: DatabaseConnection, source_id: str, chunk: list[tuple[int, str | None, dict]]
-) -> int:
-    """raw_calls + ledger + batch memberships of one chunk, in one transaction."""
+) -> tuple[int, int]:
+    """raw_calls + ledger + batch memberships of one chunk, in one transaction. Returns
+    (memberships added, existing positions moved)."""
     with target.session_scope() as session:
         call_ids = RawCallRepository(session).insert_raw_calls([raw for _, _, raw in chunk])
         now = utcnow()
-        session.execute(
-            insert(MigrationLedger),
+        # Core executemany (not the ORM's bulk path): these rows need no ORM bookkeeping.
+        session.connection().execute(
+            insert(MigrationLedger.__table__),
             [
                 {"source": source_id, "v1_id": v1_id, "raw_call_id": call_id, "migrated_at": now}
                 for (v1_id, _, _), call_id in zip(chunk, call_ids, strict=True)
             ],
         )
         batched = [
-            (batch, call_id)
-            for (_, batch, _), call_id in zip(chunk, call_ids, strict=True)
+            (batch, call_id, raw["created_at"], v1_id)
+            for (v1_id, batch, raw), call_id in zip(chunk, call_ids, strict=True)
             if batch is not None
         ]
+        moved = 0
         if batched:
-            group_ids = _batch_group_ids(session, {b for b, _ in batched}, source_id)
-            _append_members(session, [(group_ids[b], call_id) for b, call_id in batched])
-    return len(batched)
-
-
-def _order_batch_members(target: DatabaseConnection, source_id: str) -> int:
-    """Renumber positions in this source's batch groups by (created_at, v1 id), in SQL.
-    Chunks append in v1-id order; this only writes where that differs from time order (rows
-    created out of id order, or added by a later run)."""
-    with target.session_scope() as session:
-        groups = (
-            select(GroupMember.group_id)
-            .join(MigrationLedger, MigrationLedger.raw_call_id == GroupMember.call_id)
-            .join(Group, Group.id == GroupMember.group_id)
-            .where(MigrationLedger.source == source_id, Group.group_type == BATCH_GROUP_TYPE)
-            .distinct()
-        )
-        ranked = (
-            select(
-                GroupMember.id.label("member_id"),
-                func.row_number()
-                .over(
-                    partition_by=GroupMember.group_id,
-                    order_by=(RawCall.created_at, MigrationLedger.v1_id, RawCall.id),
-                )
-                .label("rn"),
+            group_ids = _batch_group_ids(session, {b for b, *_ in batched}, source_id)
+            moved = _add_batch_members(
+                session, source_id, [(group_ids[b], *rest) for b, *rest in batched]
             )
-            .join(RawCall, RawCall.id == GroupMember.call_id)
-            .outerjoin(
-                MigrationLedger,
-                and_(
-                    MigrationLedger.raw_call_id == RawCall.id, MigrationLedger.source == source_id
-                ),
-            )
-            .where(GroupMember.group_id.in_(groups))
-            .subquery()
-        )
-        stmt = (
-            update(GroupMember)
-            .where(GroupMember.id == ranked.c.member_id)
-            .where(GroupMember.position.is_distinct_from(ranked.c.rn))
-            .values(position=ranked.c.rn)
-            .execution_options(synchronize_session=False)
-        )
-        return session.execute(stmt).rowcount or 0
+    return len(batched), moved
 
 
 def migrate_v1_to_v2(
@@ -549,7 +571,9 @@ def migrate_v1_to_v2(
             nonlocal chunk, size, last_log
             if not chunk:
                 return
-            result.batch_memberships += _write_chunk(target, source_id, chunk)
+            added, moved = _write_chunk(target, source_id, chunk)
+            result.batch_memberships += added
+            result.reordered_members += moved
             result.migrated += len(chunk)
             result.chunks += 1
             if result.first_v1_id is None:
@@ -580,7 +604,6 @@ def migrate_v1_to_v2(
                 if len(chunk) >= chunk_rows or size >= chunk_bytes:
                     flush()
         flush()
-        result.reordered_members = _order_batch_members(target, source_id)
     result.seconds = time.perf_counter() - started
     logger.info(
         "v1 migration of source %s: %d new rows, %d already migrated, %d batch memberships, "

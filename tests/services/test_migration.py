@@ -156,6 +156,7 @@ def test_rerun_imports_nothing_and_100_new_rows_exactly(db, v1_url, v1_path):
     third = migrate_v1_to_v2(v1_url, db)
     assert (third.migrated, third.already_migrated) == (100, V1_ROWS)
     assert (third.first_v1_id, third.last_v1_id) == (V1_ROWS + 1, V1_ROWS + 100)
+    assert third.reordered_members == 51  # batch-of-1 renumbered: "alone" goes last
     calls = migrated(db)
     assert len(calls) == count(db, RawCall) == V1_ROWS + 100
     assert {calls[i].request_json["prompt"] for i in range(V1_ROWS + 1, V1_ROWS + 101)} == {
