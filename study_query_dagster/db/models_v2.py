@@ -37,6 +37,16 @@ class RawCall(Base):
             "status IN ('success', 'failed', 'timeout', 'cancelled')", name="status_valid"
         ),
         Index("ix_raw_calls_provider_status", "provider", "status"),
+        # Analytics: per-model counts and latency percentiles of successful text calls are
+        # read from this index alone, already in latency order (revision 0002).
+        Index(
+            "ix_raw_calls_modality_status_model_latency",
+            "modality",
+            "status",
+            "provider",
+            "model",
+            "latency_ms",
+        ),  # fmt: skip
     )
 
     id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)

@@ -14,14 +14,14 @@ from itertools import groupby
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Float, Text, bindparam, case, cast, func, insert, select
+from sqlalchemy import Float, Text, bindparam, cast, func, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from ..log import get_logger
 from .models_v2 import CALL_STATUSES, EmbeddingVector, Group, GroupMember, RawCall
-from .queries import CallFilter, percentiles_query, token_field
+from .queries import CallFilter, percentiles, provider_totals_query
 from .types import Vector
 
 logger = get_logger(__name__)
@@ -206,34 +206,20 @@ class RawCallRepository:
 
     def get_provider_stats(self, where: CallFilter | None = None) -> list[dict[str, Any]]:
         """Per provider and model: counts by status, success rate, latency (avg/p50/p95 of
-        successful calls) and token sums. Aggregated in SQL on both backends."""
+        successful calls), token sums, and how many calls carry a prompt/completion token
+        split (`calls_with_token_split`) or lack one (`calls_without_token_split`, e.g.
+        migrated v1 rows, which only know a total). Aggregated in SQL on both backends."""
         where = where or CallFilter()
-        ok = RawCall.status == "success"
-        totals = where.apply(
-            select(
-                RawCall.provider,
-                RawCall.model,
-                func.count().label("calls"),
-                *[
-                    func.sum(case((RawCall.status == s, 1), else_=0)).label(s)
-                    for s in CALL_STATUSES
-                ],
-                func.avg(case((ok, RawCall.latency_ms))).label("avg_ms"),
-                func.sum(token_field("prompt_tokens")).label("prompt_tokens"),
-                func.sum(token_field("completion_tokens")).label("completion_tokens"),
-                func.sum(token_field("total_tokens")).label("total_tokens"),
-                func.avg(token_field("total_tokens")).label("avg_tokens"),
-            ).group_by(RawCall.provider, RawCall.model)
-        )
-        latency = percentiles_query(
+        pct = percentiles(
+            self.session,
             RawCall.latency_ms,
             [RawCall.provider, RawCall.model],
             [0.5, 0.95],
             CallFilter(**{**where.__dict__, "status": "success"}),
         )
-        pct = {(r[0], r[1]): (r.p50, r.p95) for r in self.session.execute(latency)}
+        totals = provider_totals_query(where).order_by("provider", "model")
         out = []
-        for r in self.session.execute(totals.order_by(RawCall.provider, RawCall.model)):
+        for r in self.session.execute(totals):
             p50, p95 = pct.get((r.provider, r.model), (None, None))
             out.append(
                 {
@@ -249,6 +235,8 @@ class RawCallRepository:
                     "prompt_tokens": int(r.prompt_tokens or 0),
                     "completion_tokens": int(r.completion_tokens or 0),
                     "total_tokens": int(r.total_tokens or 0),
+                    "calls_with_token_split": int(r.split or 0),
+                    "calls_without_token_split": int(r.unsplit or 0),
                 }
             )
         return out

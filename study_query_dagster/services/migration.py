@@ -108,6 +108,7 @@ class LegacySource:
 
     engine: Engine
     owned: bool = True
+    label: str = ""  # what messages and logs call it: a file path, or a URL without password
 
     @classmethod
     def open(cls, url: str | URL) -> LegacySource:
@@ -122,16 +123,16 @@ class LegacySource:
             uri = f"{path.as_uri()}?mode=ro"
             engine = create_engine(
                 "sqlite://",
-                creator=lambda: sqlite3.connect(uri, uri=True),
+                creator=lambda: sqlite3.connect(uri, uri=True, timeout=30),
                 poolclass=NullPool,
             )
-        else:
-            engine = create_engine(
-                parsed,
-                poolclass=NullPool,
-                connect_args={"options": "-c default_transaction_read_only=on"},
-            )
-        return cls(engine)
+            return cls(engine, label=str(path))
+        engine = create_engine(
+            parsed,
+            poolclass=NullPool,
+            connect_args={"options": "-c default_transaction_read_only=on"},
+        )
+        return cls(engine, label=parsed.render_as_string(hide_password=True))
 
     @property
     def dialect(self) -> str:
@@ -139,7 +140,7 @@ class LegacySource:
 
     @property
     def safe_url(self) -> str:
-        return self.engine.url.render_as_string(hide_password=True)
+        return self.label or self.engine.url.render_as_string(hide_password=True)
 
     def dispose(self) -> None:
         if self.owned:
@@ -156,7 +157,7 @@ def opened(legacy: Legacy) -> Iterator[LegacySource]:
         yield legacy
         return
     if isinstance(legacy, DatabaseConnection):
-        yield LegacySource(legacy.engine, owned=False)
+        yield LegacySource(legacy.engine, owned=False, label=legacy.safe_url)
         return
     source = LegacySource.open(legacy)
     try:
@@ -614,7 +615,9 @@ def migrate_v1_to_v2(
     return result
 
 
-def pending_v1_rows(legacy: Legacy, target: DatabaseConnection, source_id: str | None = None):
+def pending_v1_rows(
+    legacy: Legacy, target: DatabaseConnection, source_id: str | None = None
+) -> int:
     """How many v1 rows the ledger does not have yet (what a sensor asks before a run)."""
     with opened(legacy) as source:
         check_legacy_schema(source)

@@ -28,13 +28,7 @@ import pandas as pd
 from sqlalchemy import case, func, select
 
 from ..db import CALL_STATUSES, CallFilter, DatabaseConnection, RawCall, RawCallRepository
-from ..db.queries import (
-    percentiles_query,
-    time_bucket,
-    time_series_query,
-    token_field,
-    token_split_query,
-)
+from ..db.queries import percentiles, percentiles_query, time_bucket, time_series_query
 from ..db.types import to_utc
 from ..log import get_logger
 from .pricing import PriceTable, get_price_table
@@ -44,12 +38,14 @@ logger = get_logger(__name__)
 COMPARISON_COLUMNS = [
     "provider", "model", "calls", *CALL_STATUSES, "success_rate", "avg_latency_ms",
     "p50_latency_ms", "p95_latency_ms", "avg_tokens", "prompt_tokens", "completion_tokens",
-    "total_tokens", "estimated_cost_usd", "cost_status",
+    "total_tokens", "calls_without_token_split", "estimated_cost_usd", "cost_status",
 ]  # fmt: skip
 TIME_SERIES_METRICS = (
     "calls", "successes", "failures", "success_rate", "total_tokens", "avg_latency_ms",
     "p95_latency_ms",
 )  # fmt: skip
+# p95 per bucket needs a sort of every row by (bucket, provider, latency): asked for, not default
+DEFAULT_TIME_SERIES_METRICS = TIME_SERIES_METRICS[:-1]
 RECENT_COLUMNS = [
     "id", "created_at", "provider", "model", "status", "prompt", "answer", "latency_ms",
     "total_tokens", "error",
@@ -166,14 +162,9 @@ class StudyService:
         started = time.perf_counter()
         with self.db.session_scope() as session:
             stats = RawCallRepository(session).get_provider_stats(where)
-            splits = {
-                (r.provider, r.model): (int(r.split or 0), int(r.unsplit or 0))
-                for r in session.execute(token_split_query(where))
-            }
         rows = []
         for row in stats:
-            split, unsplit = splits.get((row["provider"], row["model"]), (0, 0))
-            cost, status = self._cost(row, split, unsplit)
+            cost, status = self._cost(row)
             rows.append({**row, "estimated_cost_usd": cost, "cost_status": status})
         frame = pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
         frame["estimated_cost_usd"] = frame["estimated_cost_usd"].astype("float64")
@@ -184,8 +175,9 @@ class StudyService:
         )
         return frame
 
-    def _cost(self, row: Mapping[str, Any], split: int, unsplit: int) -> tuple[float | None, str]:
+    def _cost(self, row: Mapping[str, Any]) -> tuple[float | None, str]:
         price = self.prices.lookup(row["provider"], row["model"])
+        split, unsplit = row["calls_with_token_split"], row["calls_without_token_split"]
         if price is None or (unsplit and not split):
             return None, "unknown"
         cost = price.cost(row["prompt_tokens"], row["completion_tokens"])
@@ -276,8 +268,8 @@ class StudyService:
         **filters: Any,
     ) -> pd.DataFrame:
         """Long format, one row per (bucket, provider): `bucket` (UTC start of the day, hour
-        or minute) and `provider`, then the metric(s) asked for (all of
-        `TIME_SERIES_METRICS` by default). Latency figures cover successful calls."""
+        or minute) and `provider`, then the metric(s) asked for, from `TIME_SERIES_METRICS`
+        (default: all but p95_latency_ms, the costly one). Latency covers successful calls."""
         metrics = _metrics(metric)
         where = self.call_filter(**filters)
         dialect = self.db.dialect
@@ -287,6 +279,8 @@ class StudyService:
             if "p95_latency_ms" in metrics:
                 bucket = time_bucket(RawCall.created_at, granularity, dialect)
                 ok_where = CallFilter(**{**where.__dict__, "status": "success"})
+                # One statement: with computed bucket keys, counting groups first costs more
+                # than it saves (see db/queries.percentiles).
                 query = percentiles_query(
                     RawCall.latency_ms, [bucket, RawCall.provider], [0.95], ok_where
                 )
@@ -319,38 +313,25 @@ class StudyService:
         of successful calls (avg/p50/p95) and the estimated cost (with `cost_partial` and the
         models that could not be priced)."""
         where = self.call_filter(**filters)
-        ok = RawCall.status == "success"
-        totals = where.apply(
+        ok_where = CallFilter(**{**where.__dict__, "status": "success"})
+        span = where.apply(
             select(
-                func.count().label("calls"),
-                *[
-                    func.sum(case((RawCall.status == s, 1), else_=0)).label(s)
-                    for s in CALL_STATUSES
-                ],
                 func.min(RawCall.created_at).label("first"),
                 func.max(RawCall.created_at).label("last"),
-                func.sum(token_field("total_tokens")).label("total_tokens"),
-                func.avg(case((ok, RawCall.latency_ms))).label("avg_latency_ms"),
+                func.avg(case((RawCall.status == "success", RawCall.latency_ms))).label("avg"),
             )
         )
-        ok_where = CallFilter(**{**where.__dict__, "status": "success"})
-        latency = percentiles_query(RawCall.latency_ms, [], [0.5, 0.95], ok_where)
         with self.db.session_scope() as session:
-            t = session.execute(totals).one()
-            pct = session.execute(latency).first()
-            providers = session.scalars(
-                where.apply(select(RawCall.provider).distinct()).order_by(RawCall.provider)
-            ).all()
-            models = session.scalars(
-                where.apply(select(RawCall.model).distinct().where(RawCall.model.is_not(None)))
-                .order_by(RawCall.model)
-            ).all()  # fmt: skip
+            t = session.execute(span).one()
+            pct = percentiles(session, RawCall.latency_ms, [], [0.5, 0.95], ok_where).get(())
+        # counts, tokens, providers and costs come from the per-model comparison
         comparison = self.get_provider_comparison(**filters)
         known = comparison["estimated_cost_usd"].dropna()
         unpriced = comparison[comparison["cost_status"] == "unknown"]
         partial = comparison[comparison["cost_status"] == "partial"]
-        by_status = {s: int(getattr(t, s) or 0) for s in CALL_STATUSES}
-        calls = int(t.calls or 0)
+        by_status = {s: int(comparison[s].sum()) for s in CALL_STATUSES}
+        calls = int(comparison["calls"].sum())
+        models = comparison["model"]
         return {
             "total_calls": calls,
             "by_status": by_status,
@@ -358,12 +339,12 @@ class StudyService:
             "success_rate": by_status["success"] / calls if calls else None,
             "first_call_at": t.first,
             "last_call_at": t.last,
-            "providers": list(providers),
-            "models": list(models),
-            "total_tokens": int(t.total_tokens or 0),
-            "avg_latency_ms": _float(t.avg_latency_ms),
-            "p50_latency_ms": _float(pct.p50) if pct is not None else None,
-            "p95_latency_ms": _float(pct.p95) if pct is not None else None,
+            "providers": sorted(set(comparison["provider"])),
+            "models": sorted({m for m in models if isinstance(m, str)}),
+            "total_tokens": int(comparison["total_tokens"].sum()),
+            "avg_latency_ms": _float(t.avg),
+            "p50_latency_ms": pct[0] if pct else None,
+            "p95_latency_ms": pct[1] if pct else None,
             "estimated_cost_usd": float(known.sum()) if len(known) else None,
             "cost_partial": bool(len(unpriced) or len(partial)),
             "unpriced_models": _model_names(unpriced),
@@ -373,7 +354,7 @@ class StudyService:
 
 def _metrics(metric: str | Sequence[str] | None) -> list[str]:
     if metric is None:
-        return list(TIME_SERIES_METRICS)
+        return list(DEFAULT_TIME_SERIES_METRICS)
     wanted = [metric] if isinstance(metric, str) else list(metric)
     unknown = [m for m in wanted if m not in TIME_SERIES_METRICS]
     if unknown or not wanted:

@@ -310,7 +310,7 @@ def test_unusable_legacy_databases_get_clear_errors(db, tmp_path):
     with pytest.raises(FileNotFoundError, match="legacy v1 database file not found: .*nope.db"):
         migrate_v1_to_v2(f"sqlite:///{tmp_path / 'nope.db'}", db)
     sqlite3.connect(tmp_path / "other.db").execute("CREATE TABLE t (x)").connection.close()
-    with pytest.raises(ValueError, match="has no table 'inference_runs'"):
+    with pytest.raises(ValueError, match=r"other\.db has no table 'inference_runs'"):
         migrate_v1_to_v2(f"sqlite:///{tmp_path / 'other.db'}", db)
     con = sqlite3.connect(tmp_path / "partial.db")
     con.execute("CREATE TABLE inference_runs (id INTEGER PRIMARY KEY, prompt TEXT)")

@@ -10,7 +10,13 @@ import pytest
 
 from study_query_dagster.db import DatabaseConnection, RawCallRepository
 from study_query_dagster.services.pricing import PriceTable
-from study_query_dagster.services.study import StudyService, prompt_text, snippet, truncate
+from study_query_dagster.services.study import (
+    TIME_SERIES_METRICS,
+    StudyService,
+    prompt_text,
+    snippet,
+    truncate,
+)
 
 T0 = datetime(2026, 1, 1, 10, 0, tzinfo=timezone.utc)
 LONG_PROMPT = "Ünïcødé 漢字 " * 10_000  # 110,000 characters
@@ -192,7 +198,8 @@ def test_summary_of_fully_priced_and_of_nothing(study):
 
 
 def test_time_series_by_day(study):
-    frame = study.get_time_series_data("day")
+    assert "p95_latency_ms" not in study.get_time_series_data("day").columns  # opt-in
+    frame = study.get_time_series_data("day", metric=list(TIME_SERIES_METRICS))
     day = {(r.bucket.date().isoformat(), r.provider): r for r in frame.itertuples()}
     assert list(day) == [
         ("2025-12-31", "azure_openai_gpt-4"),

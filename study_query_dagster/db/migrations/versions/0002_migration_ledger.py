@@ -1,4 +1,4 @@
-"""migration ledger: v1 inference_runs id -> raw_calls id, per legacy source
+"""migration ledger (v1 inference_runs id -> raw_calls id, per legacy source); analytics index
 
 Revision ID: 0002
 Revises: 0001
@@ -38,6 +38,14 @@ def upgrade() -> None:
         sa.UniqueConstraint("source", "v1_id", name=op.f("uq_migration_ledger_source_v1_id")),
     )
 
+    # Per-model counts and latency percentiles read from the index alone (StudyService).
+    op.create_index(
+        "ix_raw_calls_modality_status_model_latency",
+        "raw_calls",
+        ["modality", "status", "provider", "model", "latency_ms"],
+    )
+
 
 def downgrade() -> None:
+    op.drop_index("ix_raw_calls_modality_status_model_latency", table_name="raw_calls")
     op.drop_table("migration_ledger")
