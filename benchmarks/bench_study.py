@@ -161,7 +161,7 @@ def pandas_time_series(db) -> pd.DataFrame:
            " FROM raw_calls WHERE modality = 'text'")  # fmt: skip
     with db.engine.connect() as conn:
         frame = pd.read_sql_query(text(sql), conn)
-    frame["bucket"] = pd.to_datetime(frame["created_at"], utc=True).dt.floor("D")
+    frame["bucket"] = pd.to_datetime(frame["created_at"], utc=True, format="ISO8601").dt.floor("D")
     frame["ok"] = frame["status"] == "success"
     frame["ok_latency"] = frame["latency_ms"].where(frame["ok"])
     groups = frame.groupby(["bucket", "provider"])

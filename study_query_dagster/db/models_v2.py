@@ -38,15 +38,16 @@ class RawCall(Base):
         ),
         Index("ix_raw_calls_provider_status", "provider", "status"),
         # Analytics: per-model counts and latency percentiles of successful text calls are
-        # read from this index alone, already in latency order (revision 0002).
+        # read from this index alone, already in latency order (revision 0002). Status comes
+        # first so that a filter on modality alone does not pick it over a table scan.
         Index(
-            "ix_raw_calls_modality_status_model_latency",
-            "modality",
+            "ix_raw_calls_status_modality_model_latency",
             "status",
+            "modality",
             "provider",
             "model",
             "latency_ms",
-        ),  # fmt: skip
+        ),
     )
 
     id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)

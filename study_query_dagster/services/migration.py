@@ -225,6 +225,15 @@ def _batch(batch_id: str | None) -> str | None:
 
 def v1_row_to_raw_call(row: Any, source_id: str) -> dict[str, Any]:
     """The raw_calls row for one v1 row (validated; errors name the v1 id)."""
+    try:
+        return _convert(row, source_id)
+    except (TypeError, ValueError) as exc:
+        if f"id={row.id}" in str(exc):
+            raise
+        raise ValueError(f"v1 {V1_TABLE} id={row.id}: {exc}") from exc
+
+
+def _convert(row: Any, source_id: str) -> dict[str, Any]:
     metadata = _v1_metadata(row.metadata, row.id)
     model = metadata.get("model") if isinstance(metadata, dict) else None
     raw = {

@@ -19,6 +19,7 @@ a total) cannot be priced, so a model's cost is then a lower bound and says so i
 
 from __future__ import annotations
 
+import numbers
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -142,7 +143,9 @@ class StudyService:
             if start is not None and end is not None and to_utc(start) > to_utc(end):
                 raise ValueError(f"date_range starts after it ends ({start} > {end})")
             date_range = (start, end)
-        if group_id is not None and not isinstance(group_id, int):
+        if isinstance(group_id, numbers.Integral):
+            group_id = int(group_id)
+        elif group_id is not None:
             group_id = [int(g) for g in group_id]
         return CallFilter(
             provider=provider,

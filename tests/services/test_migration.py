@@ -295,6 +295,7 @@ def test_empty_legacy_database(db, tmp_path):
         ({"latency_ms": -1.0}, r"invalid 'latency_ms' \(v1 ids \[3\]\)"),
         ({"created_at": "yesterday"}, r"id=3: created_at 'yesterday' is not a timestamp"),
         ({"metadata": "{not json"}, r"id=3: metadata is not valid JSON"),
+        ({"tokens": "many"}, r"id=3: invalid literal for int\(\)"),
     ],
 )
 def test_bad_legacy_rows_are_named_and_nothing_is_written(db, tmp_path, bad_row, message):

@@ -40,12 +40,12 @@ def upgrade() -> None:
 
     # Per-model counts and latency percentiles read from the index alone (StudyService).
     op.create_index(
-        "ix_raw_calls_modality_status_model_latency",
+        "ix_raw_calls_status_modality_model_latency",
         "raw_calls",
-        ["modality", "status", "provider", "model", "latency_ms"],
+        ["status", "modality", "provider", "model", "latency_ms"],
     )
 
 
 def downgrade() -> None:
-    op.drop_index("ix_raw_calls_modality_status_model_latency", table_name="raw_calls")
+    op.drop_index("ix_raw_calls_status_modality_model_latency", table_name="raw_calls")
     op.drop_table("migration_ledger")
