@@ -3,7 +3,15 @@
 from .connection import DatabaseConnection, normalize_url
 from .inference_repository import InferenceRepository
 from .models_v1 import InferenceRun
-from .models_v2 import CALL_STATUSES, CallArtifact, EmbeddingVector, Group, GroupMember, RawCall
+from .models_v2 import (
+    CALL_STATUSES,
+    CallArtifact,
+    EmbeddingVector,
+    Group,
+    GroupMember,
+    MigrationLedger,
+    RawCall,
+)
 from .queries import CallFilter
 from .raw_call_repository import RawCallRepository
 
@@ -17,6 +25,7 @@ __all__ = [
     "GroupMember",
     "InferenceRepository",
     "InferenceRun",
+    "MigrationLedger",
     "RawCall",
     "RawCallRepository",
     "normalize_url",

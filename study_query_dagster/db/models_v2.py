@@ -37,6 +37,17 @@ class RawCall(Base):
             "status IN ('success', 'failed', 'timeout', 'cancelled')", name="status_valid"
         ),
         Index("ix_raw_calls_provider_status", "provider", "status"),
+        # Analytics: per-model counts and latency percentiles of successful text calls are
+        # read from this index alone, already in latency order (revision 0002). Status comes
+        # first so that a filter on modality alone does not pick it over a table scan.
+        Index(
+            "ix_raw_calls_status_modality_model_latency",
+            "status",
+            "modality",
+            "provider",
+            "model",
+            "latency_ms",
+        ),
     )
 
     id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
@@ -123,3 +134,21 @@ class GroupMember(Base):
 
     group: Mapped[Group] = relationship(back_populates="members")
     call: Mapped[RawCall] = relationship(lazy="joined")
+
+
+class MigrationLedger(Base):
+    """Which legacy v1 row became which raw_call: makes the v1 -> v2 migration idempotent and
+    incremental. `source` identifies the v1 database by content, not by URL (see
+    services/migration.py), so a moved or copied SQLite file is still recognised."""
+
+    __tablename__ = "migration_ledger"
+    # One raw_call per (source, v1 row): a concurrent second run fails instead of duplicating.
+    __table_args__ = (UniqueConstraint("source", "v1_id"),)
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(64), nullable=False)
+    v1_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    raw_call_id: Mapped[int] = mapped_column(
+        ForeignKey("raw_calls.id"), nullable=False, unique=True
+    )
+    migrated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)

@@ -11,10 +11,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Integer, Select, case, cast, func, literal, select
+from sqlalchemy import Select, case, func, literal, literal_column, select
+from sqlalchemy.orm import Session
 from sqlalchemy.sql import ColumnElement
 
-from .models_v2 import GroupMember, RawCall
+from .models_v2 import CALL_STATUSES, GroupMember, RawCall
 
 
 @dataclass(frozen=True)
@@ -76,17 +77,14 @@ def percentiles_query(
 
     columns = []
     for q in percentiles:
-        position = 1 + q * (ranked.c.n - 1)
-        low = cast(position, Integer)  # floor, as position >= 1
-        frac = position - low
+        # Linear interpolation between the two ranks around `position`: rank rn weighs
+        # 1 - |position - rn| when that is positive. (No CAST to find the lower rank:
+        # PostgreSQL rounds where SQLite truncates.)
+        distance = func.abs(1 + q * (ranked.c.n - 1) - ranked.c.rn)
         columns.append(
-            func.sum(
-                case(
-                    (ranked.c.rn == low, ranked.c.v * (1 - frac)),
-                    (ranked.c.rn == low + 1, ranked.c.v * frac),
-                    else_=0,
-                )
-            ).label(f"p{round(q * 100)}")
+            func.sum(case((distance < 1, ranked.c.v * (1 - distance)), else_=0)).label(
+                f"p{round(q * 100)}"
+            )
         )
     group_cols = [ranked.c[f"g{i}"] for i in range(len(group_by))]
     stmt = select(*group_cols, *columns)
@@ -95,6 +93,157 @@ def percentiles_query(
     return stmt
 
 
+MANY_GROUPS = 500  # above this many groups, percentiles() runs the one-statement query
+
+
+def percentiles(
+    session: Session,
+    value: ColumnElement,
+    group_by: Sequence[ColumnElement],
+    percentiles: Sequence[float],
+    where: CallFilter | None = None,
+    many_groups: int = MANY_GROUPS,
+) -> dict[tuple, list[float | None]]:
+    """{group key tuple: [one value per percentile]}, same definition as `percentiles_query`
+    but cheaper on large tables: the group sizes first, then one ranking pass that returns
+    only the rows at the ranks the interpolation needs. (A second window function for the
+    group size would double the sort work; SQLite has no percentile function.)"""
+
+    def scoped(stmt: Select) -> Select:
+        stmt = stmt.where(value.is_not(None))
+        return where.apply(stmt) if where is not None else stmt
+
+    keys = [col.label(f"g{i}") for i, col in enumerate(group_by)]
+    sizes_stmt = scoped(select(*keys, func.count().label("n")))
+    if group_by:
+        sizes_stmt = sizes_stmt.group_by(*group_by)
+    sizes = {tuple(r[:-1]): r[-1] for r in session.execute(sizes_stmt) if r[-1]}
+    if not sizes:
+        return {}
+    if len(sizes) > many_groups:
+        rows = session.execute(percentiles_query(value, group_by, percentiles, where))
+        width = len(group_by)
+        return {tuple(r[:width]): [_number(x) for x in r[width:]] for r in rows}
+
+    def bounds(n: int, q: float) -> tuple[int, float]:
+        position = 1 + q * (n - 1)
+        return int(position), position - int(position)
+
+    needed = set()
+    for n in sizes.values():
+        for q in percentiles:
+            low, frac = bounds(n, q)
+            needed.update((low, low + 1) if frac else (low,))
+    partition = list(group_by) or [literal(1)]
+    ranked = scoped(
+        select(
+            *keys,
+            value.label("v"),
+            func.row_number().over(partition_by=partition, order_by=value).label("rn"),
+        )
+    ).subquery()
+    at_rank = {
+        (tuple(r[:-2]), r.rn): float(r.v)
+        for r in session.execute(select(ranked).where(ranked.c.rn.in_(sorted(needed))))
+    }
+    out: dict[tuple, list[float | None]] = {}
+    for key, n in sizes.items():
+        values = []
+        for q in percentiles:
+            low, frac = bounds(n, q)
+            v = at_rank[key, low]
+            values.append(v + (at_rank[key, low + 1] - v) * frac if frac else v)
+        out[key] = values
+    return out
+
+
+def _number(value) -> float | None:
+    return None if value is None else float(value)
+
+
 def token_field(name: str) -> ColumnElement:
     """tokens_json[name] as a number (JSON_EXTRACT on SQLite, ->> on PostgreSQL)."""
     return RawCall.tokens_json[name].as_float()
+
+
+# Time buckets as UTC wall-clock starts: strftime on SQLite (which stores naive UTC text),
+# date_trunc on PostgreSQL after converting the timestamptz to UTC (date_trunc alone would
+# truncate in the session's time zone). Formats are literals, not bind parameters, so the
+# GROUP BY expression is textually the SELECT expression on PostgreSQL.
+GRANULARITIES = ("day", "hour", "minute")
+_SQLITE_BUCKET_FORMAT = {
+    "day": "%Y-%m-%d 00:00:00",
+    "hour": "%Y-%m-%d %H:00:00",
+    "minute": "%Y-%m-%d %H:%M:00",
+}
+
+
+def time_bucket(column: ColumnElement, granularity: str, dialect: str) -> ColumnElement:
+    """Start of the day/hour/minute containing `column`, in UTC."""
+    if granularity not in GRANULARITIES:
+        raise ValueError(
+            f"granularity must be one of {', '.join(GRANULARITIES)} (got {granularity!r})"
+        )
+    if dialect == "postgresql":
+        return func.date_trunc(
+            literal_column(f"'{granularity}'"), func.timezone(literal_column("'UTC'"), column)
+        )
+    return func.strftime(literal_column(f"'{_SQLITE_BUCKET_FORMAT[granularity]}'"), column)
+
+
+def time_series_query(granularity: str, dialect: str, where: CallFilter | None = None) -> Select:
+    """Per time bucket and provider: calls, successes, failures (any status but success),
+    total tokens and the mean latency of successful calls."""
+    bucket = time_bucket(RawCall.created_at, granularity, dialect)
+    ok = RawCall.status == "success"
+    stmt = select(
+        bucket.label("bucket"),
+        RawCall.provider,
+        func.count().label("calls"),
+        func.sum(case((ok, 1), else_=0)).label("successes"),
+        func.sum(case((ok, 0), else_=1)).label("failures"),
+        func.sum(token_field("total_tokens")).label("total_tokens"),
+        func.avg(case((ok, RawCall.latency_ms))).label("avg_latency_ms"),
+    ).group_by(bucket, RawCall.provider)
+    stmt = (where or CallFilter()).apply(stmt)
+    return stmt.order_by(bucket, RawCall.provider)
+
+
+def provider_totals_query(where: CallFilter | None = None) -> Select:
+    """Per provider and model, in one pass over the rows (each token count is read from the
+    JSON once): calls, calls per status, mean latency of successful calls, token sums, mean
+    total tokens, and `split` / `unsplit`: calls with a prompt/completion token split (which
+    can be priced) and calls that cannot be priced for lack of one — successful calls without
+    `prompt_tokens`, or calls reporting only a total (migrated v1 rows). Failed calls without
+    any token count are taken as unbilled."""
+    inner = (
+        (where or CallFilter())
+        .apply(
+            select(
+                RawCall.provider,
+                RawCall.model,
+                RawCall.status,
+                RawCall.latency_ms,
+                token_field("prompt_tokens").label("pt"),
+                token_field("completion_tokens").label("ct"),
+                token_field("total_tokens").label("tt"),
+            )
+        )
+        .subquery()
+    )
+    c = inner.c
+    ok = c.status == "success"
+    unsplit = c.pt.is_(None) & (ok | c.tt.is_not(None))
+    return select(
+        c.provider,
+        c.model,
+        func.count().label("calls"),
+        *[func.sum(case((c.status == s, 1), else_=0)).label(s) for s in CALL_STATUSES],
+        func.avg(case((ok, c.latency_ms))).label("avg_ms"),
+        func.sum(c.pt).label("prompt_tokens"),
+        func.sum(c.ct).label("completion_tokens"),
+        func.sum(c.tt).label("total_tokens"),
+        func.avg(c.tt).label("avg_tokens"),
+        func.sum(case((c.pt.is_not(None), 1), else_=0)).label("split"),
+        func.sum(case((unsplit, 1), else_=0)).label("unsplit"),
+    ).group_by(c.provider, c.model)

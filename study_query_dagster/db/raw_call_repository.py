@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import groupby
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,6 @@ from sqlalchemy import (
     String,
     Text,
     bindparam,
-    case,
     cast,
     func,
     insert,
@@ -37,7 +37,7 @@ from sqlalchemy.orm import Session
 
 from ..log import get_logger
 from .models_v2 import CALL_STATUSES, EmbeddingVector, Group, GroupMember, RawCall
-from .queries import CallFilter, percentiles_query, token_field
+from .queries import CallFilter, percentiles, provider_totals_query
 from .types import Vector
 
 logger = get_logger(__name__)
@@ -146,7 +146,10 @@ class RawCallRepository:
         started = time.perf_counter()
         ids: list[int] = []
         for start in range(0, len(validated), chunk_size):
-            ids.extend(self._insert_chunk(validated[start : start + chunk_size]))
+            # An executemany takes its columns from the first row and silently drops keys the
+            # others add, so rows are sent in consecutive runs that share the same keys.
+            for _, run in groupby(validated[start : start + chunk_size], key=frozenset):
+                ids.extend(self._insert_chunk(list(run)))
         logger.info(
             "captured %d raw_calls in %.1f ms", len(ids), (time.perf_counter() - started) * 1000
         )
@@ -191,8 +194,11 @@ class RawCallRepository:
         stmt = select(func.count()).select_from(RawCall)
         return self.session.scalar((where or CallFilter()).apply(stmt)) or 0
 
-    def search_raw_calls(self, term: str, limit: int = 100) -> list[RawCall]:
-        """Calls whose prompt or answer contains `term` (case-insensitive), newest first.
+    def search_raw_calls(
+        self, term: str, limit: int = 100, where: CallFilter | None = None
+    ) -> list[RawCall]:
+        """Calls whose prompt or answer contains `term` (case-insensitive), newest first,
+        among those matching `where`.
 
         SQL narrows the candidates with LIKE over the JSON text; Python then keeps only rows
         where the term is inside a string value (not a key such as "content").
@@ -210,6 +216,8 @@ class RawCallRepository:
             .order_by(RawCall.created_at.desc(), RawCall.id.desc())
             .execution_options(yield_per=500)
         )
+        if where is not None:
+            stmt = where.apply(stmt)
         needle = term.casefold()
         found: list[RawCall] = []
         for call in self.session.scalars(stmt):
@@ -224,34 +232,20 @@ class RawCallRepository:
 
     def get_provider_stats(self, where: CallFilter | None = None) -> list[dict[str, Any]]:
         """Per provider and model: counts by status, success rate, latency (avg/p50/p95 of
-        successful calls) and token sums. Aggregated in SQL on both backends."""
+        successful calls), token sums, and how many calls carry a prompt/completion token
+        split (`calls_with_token_split`) or lack one (`calls_without_token_split`, e.g.
+        migrated v1 rows, which only know a total). Aggregated in SQL on both backends."""
         where = where or CallFilter()
-        ok = RawCall.status == "success"
-        totals = where.apply(
-            select(
-                RawCall.provider,
-                RawCall.model,
-                func.count().label("calls"),
-                *[
-                    func.sum(case((RawCall.status == s, 1), else_=0)).label(s)
-                    for s in CALL_STATUSES
-                ],
-                func.avg(case((ok, RawCall.latency_ms))).label("avg_ms"),
-                func.sum(token_field("prompt_tokens")).label("prompt_tokens"),
-                func.sum(token_field("completion_tokens")).label("completion_tokens"),
-                func.sum(token_field("total_tokens")).label("total_tokens"),
-                func.avg(token_field("total_tokens")).label("avg_tokens"),
-            ).group_by(RawCall.provider, RawCall.model)
-        )
-        latency = percentiles_query(
+        pct = percentiles(
+            self.session,
             RawCall.latency_ms,
             [RawCall.provider, RawCall.model],
             [0.5, 0.95],
             CallFilter(**{**where.__dict__, "status": "success"}),
         )
-        pct = {(r[0], r[1]): (r.p50, r.p95) for r in self.session.execute(latency)}
+        totals = provider_totals_query(where).order_by("provider", "model")
         out = []
-        for r in self.session.execute(totals.order_by(RawCall.provider, RawCall.model)):
+        for r in self.session.execute(totals):
             p50, p95 = pct.get((r.provider, r.model), (None, None))
             out.append(
                 {
@@ -267,6 +261,8 @@ class RawCallRepository:
                     "prompt_tokens": int(r.prompt_tokens or 0),
                     "completion_tokens": int(r.completion_tokens or 0),
                     "total_tokens": int(r.total_tokens or 0),
+                    "calls_with_token_split": int(r.split or 0),
+                    "calls_without_token_split": int(r.unsplit or 0),
                 }
             )
         return out

@@ -302,3 +302,22 @@ def test_nul_characters_are_stored_as_replacement_on_both_backends(db):
         "k\ufffd": ["\ufffd"],
         "raw": "\\u0000 stays",
     }
+
+
+def test_bulk_insert_keeps_fields_that_only_some_rows_have(db):
+    # An executemany takes its columns from the first row; later rows' extra keys must not
+    # be dropped.
+    rows = [
+        call(),
+        call(status="failed", response_json=None, error_json={"message": "boom"}),
+        call(metadata_json={"k": 1}, created_at=T0),
+        call(),
+    ]
+    with db.session_scope() as session:
+        ids = RawCallRepository(session).insert_raw_calls(rows)
+    with db.session_scope() as session:
+        stored = [session.get(RawCall, i) for i in ids]
+        assert [c.status for c in stored] == ["success", "failed", "success", "success"]
+        assert stored[1].error_json == {"message": "boom"}
+        assert stored[2].metadata_json == {"k": 1} and stored[2].created_at == T0
+        assert stored[0].error_json is None and stored[3].metadata_json is None

@@ -9,7 +9,8 @@ from sqlalchemy.exc import DatabaseError, IntegrityError
 from study_query_dagster.db import DatabaseConnection, RawCallRepository
 from study_query_dagster.db.base import Base
 
-TABLES = {"raw_calls", "call_artifacts", "embedding_vectors", "groups", "group_members"}
+TABLES = {"raw_calls", "call_artifacts", "embedding_vectors", "groups", "group_members",
+          "migration_ledger"}  # fmt: skip
 
 
 def test_init_db_creates_schema_and_is_idempotent(empty_db_url):
@@ -19,7 +20,7 @@ def test_init_db_creates_schema_and_is_idempotent(empty_db_url):
     tables = set(inspect(db.engine).get_table_names())
     assert tables >= TABLES
     with db.engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
     db.dispose()
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +43,25 @@ CREATE INDEX ix_inference_runs_batch_id ON inference_runs (batch_id);
 CREATE INDEX ix_inference_runs_created_at ON inference_runs (created_at);
 """
 
-COLUMNS = ("prompt", "response", "provider", "tokens", "latency_ms", "metadata", "batch_id",
-           "created_at")  # fmt: skip
+COLUMNS = ("id", "prompt", "response", "provider", "tokens", "latency_ms", "metadata",
+           "batch_id", "created_at")  # fmt: skip
+
+
+def _runs(rows: Iterable[Mapping[str, Any]]):
+    """Consecutive rows sharing the same columns, as (columns, value tuples), for executemany."""
+    batch: list[tuple] = []
+    names: tuple[str, ...] | None = None
+    for row in rows:
+        values = {k: row.get(k) for k in COLUMNS if k in row}
+        if isinstance(values.get("metadata"), dict | list):
+            values["metadata"] = json.dumps(values["metadata"])
+        if names is not None and tuple(values) != names:
+            yield names, batch
+            batch = []
+        names = tuple(values)
+        batch.append(tuple(values.values()))
+    if batch:
+        yield names, batch
 
 
 def create_v1_sqlite(path: Path, rows: Iterable[Mapping[str, Any]] = ()) -> Path:
@@ -59,13 +76,59 @@ def create_v1_sqlite(path: Path, rows: Iterable[Mapping[str, Any]] = ()) -> Path
 def add_v1_sqlite_rows(path: Path, rows: Iterable[Mapping[str, Any]], con=None) -> None:
     own = con is None
     con = con or sqlite3.connect(path)
-    for row in rows:
-        values = {k: row.get(k) for k in COLUMNS if k in row}
-        if isinstance(values.get("metadata"), dict | list):
-            values["metadata"] = json.dumps(values["metadata"])
-        names = ", ".join(values)
-        marks = ", ".join("?" for _ in values)
-        con.execute(f"INSERT INTO inference_runs ({names}) VALUES ({marks})", list(values.values()))
+    for names, values in _runs(rows):
+        marks = ", ".join("?" for _ in names)
+        con.executemany(f"INSERT INTO inference_runs ({', '.join(names)}) VALUES ({marks})", values)
     con.commit()
     if own:
         con.close()
+
+
+def _pg_connect(url):
+    import psycopg2
+    from sqlalchemy.engine import make_url
+
+    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    return psycopg2.connect(dsn)
+
+
+def create_v1_postgres(url, rows: Iterable[Mapping[str, Any]] = ()) -> None:
+    """The v1 table in an empty PostgreSQL database, by plain SQL (psycopg2, no SQLAlchemy)."""
+    con = _pg_connect(url)
+    with con, con.cursor() as cur:
+        cur.execute(V1_POSTGRES_DDL)
+    con.close()
+    add_v1_postgres_rows(url, rows)
+
+
+def add_v1_postgres_rows(url, rows: Iterable[Mapping[str, Any]]) -> None:
+    from psycopg2.extras import execute_values
+
+    con = _pg_connect(url)
+    with con, con.cursor() as cur:
+        cur.execute("SET TIME ZONE 'UTC'")  # the original tool wrote naive UTC timestamps
+        for names, values in _runs(rows):
+            execute_values(
+                cur, f"INSERT INTO inference_runs ({', '.join(names)}) VALUES %s", values,
+                page_size=1000,
+            )  # fmt: skip
+        # explicit ids must not collide with the SERIAL sequence afterwards
+        cur.execute(
+            "SELECT setval(pg_get_serial_sequence('inference_runs', 'id'),"
+            " GREATEST((SELECT max(id) FROM inference_runs), 1))"
+        )
+    con.close()
+
+
+def sql_v1(path_or_url, statement: str, params: Sequence[Any] = ()) -> None:
+    """Run one statement against a v1 database (SQLite path or PostgreSQL URL): tampering."""
+    if isinstance(path_or_url, Path):
+        con = sqlite3.connect(path_or_url)
+        con.execute(statement, params)
+        con.commit()
+        con.close()
+        return
+    con = _pg_connect(path_or_url)
+    with con, con.cursor() as cur:
+        cur.execute(statement.replace("?", "%s"), params)
+    con.close()
