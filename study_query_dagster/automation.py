@@ -4,10 +4,14 @@ import json
 
 import dagster as dg
 
+from .assets.migration import legacy_inference_runs, observation_metadata
 from .assets.prompts import PROMPT_SETS
 from .config import get_settings
-from .jobs import study_job
+from .db import RawCallRepository
+from .jobs import migration_job, study_job
+from .resources.database import DatabaseResource, LegacyDatabaseResource
 from .resources.prompt_sets import PromptSetsResource
+from .services.migration import legacy_stats
 
 RUNNING = dg.DefaultSensorStatus.RUNNING
 HASH_TAG = "study/prompt_set_hash"
@@ -90,3 +94,67 @@ def daily_prompt_sets(context: dg.ScheduleEvaluationContext, prompt_sets: Prompt
 )
 def hourly_prompt_sets(context: dg.ScheduleEvaluationContext, prompt_sets: PromptSetsResource):
     return _scheduled_runs(context, prompt_sets, "hourly")
+
+
+@dg.sensor(
+    job=migration_job,
+    default_status=RUNNING,
+    minimum_interval_seconds=60,
+    description="Observes the legacy v1 database (LEGACY_DATABASE_URL): when it gains rows, "
+    "requests a migration run. Skips while no legacy database is configured.",
+)
+def legacy_database_sensor(
+    context: dg.SensorEvaluationContext, legacy_database: LegacyDatabaseResource
+):
+    if not legacy_database.configured:
+        return dg.SkipReason("LEGACY_DATABASE_URL is not set: no legacy database to migrate")
+    stats = legacy_stats(legacy_database.source_url())
+    version = f"{stats['row_count']}:{stats['max_id']}"
+    observation = dg.AssetObservation(
+        asset_key=legacy_inference_runs.key,
+        metadata=observation_metadata(stats),
+        tags={"dagster/data_version": version},
+    )
+    if context.cursor == version or stats["row_count"] == 0:
+        return dg.SensorResult(
+            skip_reason=f"legacy database unchanged ({stats['row_count']} rows)",
+            asset_events=[observation] if context.cursor != version else [],
+            cursor=version,
+        )
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(run_key=f"migrate:{version}")],
+        asset_events=[observation],
+        cursor=version,
+    )
+
+
+@dg.run_failure_sensor(
+    default_status=RUNNING,
+    description="Records every failed run (id, job, partition, failed steps, error) in the app "
+    "database's run_failures table, where study_summary reports them.",
+)
+def record_failed_runs(context: dg.RunFailureSensorContext, database: DatabaseResource):
+    run = context.dagster_run
+    step_failures = context.get_step_failure_events()
+    errors = [
+        f"{event.step_key}: {event.event_specific_data.error.message.strip()}"
+        for event in step_failures
+        if event.event_specific_data and event.event_specific_data.error
+    ]
+    with database.get_connection().session_scope() as session:
+        RawCallRepository(session).record_run_failure(
+            run.run_id,
+            run.job_name,
+            partition_key=run.tags.get("dagster/partition"),
+            failed_steps=[event.step_key for event in step_failures],
+            error=("\n".join(errors) or context.failure_event.message or "")[:4000],
+        )
+
+
+# Declarative automation (the analytics assets' REFRESH conditions) is evaluated by this sensor.
+analytics_automation = dg.AutomationConditionSensorDefinition(
+    "analytics_automation",
+    target=dg.AssetSelection.groups("analytics"),
+    default_status=RUNNING,
+    minimum_interval_seconds=30,
+)

@@ -9,6 +9,13 @@ import os
 
 import dagster as dg
 
+from .assets.analytics import (
+    prompt_search_job,
+    provider_comparison,
+    recent_calls,
+    study_summary,
+    usage_time_series,
+)
 from .assets.embeddings import (
     embedding_dimensions_consistent,
     every_response_embedded,
@@ -20,13 +27,22 @@ from .assets.inference import (
     inference_run,
     raw_calls_are_immutable,
 )
+from .assets.migration import MIGRATION_CHECKS, legacy_inference_runs, migrated_raw_calls
 from .assets.prompts import prompt_set
-from .automation import daily_prompt_sets, hourly_prompt_sets, prompt_set_sensor
+from .automation import (
+    analytics_automation,
+    daily_prompt_sets,
+    hourly_prompt_sets,
+    legacy_database_sensor,
+    prompt_set_sensor,
+    record_failed_runs,
+)
 from .config import DEFAULT_DATABASE_URL
-from .jobs import adhoc_prompt_job, study_job
+from .jobs import adhoc_prompt_job, migration_job, study_job
 from .providers.factory import PROVIDER_ENV_VARS
 from .resources.database import DatabaseResource, LegacyDatabaseResource
 from .resources.embeddings import EmbeddingResource
+from .resources.exports import ExportsResource
 from .resources.prompt_sets import PromptSetsResource
 from .resources.providers import LLMProvidersResource, ProviderSettings
 
@@ -64,20 +80,32 @@ def build_resources() -> dict:
             provider=os.environ.get("EMBEDDING_PROVIDER", "offline"),
             model=os.environ.get("EMBEDDING_MODEL") or None,
         ),
+        "exports": ExportsResource(directory=os.environ.get("EXPORTS_DIR", "data/exports")),
     }
 
 
 defs = dg.Definitions(
-    assets=[prompt_set, inference_run, response_embeddings],
+    assets=[
+        prompt_set,
+        inference_run,
+        response_embeddings,
+        provider_comparison,
+        usage_time_series,
+        study_summary,
+        recent_calls,
+        legacy_inference_runs,
+        migrated_raw_calls,
+    ],
     asset_checks=[
+        *MIGRATION_CHECKS,
         every_request_captured,
         failure_rate,
         raw_calls_are_immutable,
         every_response_embedded,
         embedding_dimensions_consistent,
     ],
-    jobs=[study_job, adhoc_prompt_job],
-    sensors=[prompt_set_sensor],
+    jobs=[study_job, adhoc_prompt_job, migration_job, prompt_search_job],
+    sensors=[prompt_set_sensor, legacy_database_sensor, record_failed_runs, analytics_automation],
     schedules=[daily_prompt_sets, hourly_prompt_sets],
     resources=build_resources(),
 )

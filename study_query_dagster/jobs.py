@@ -7,6 +7,7 @@ from pydantic import Field
 
 from .assets.embeddings import response_embeddings
 from .assets.inference import inference_run
+from .assets.migration import migrated_raw_calls
 from .assets.prompts import prompt_set
 from .db import RawCallRepository
 from .providers import ProviderError
@@ -18,6 +19,13 @@ study_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(prompt_set, inference_run, response_embeddings),
     description="prompt_set -> inference_run -> response_embeddings (with their checks) "
     "for one prompt set.",
+)
+
+
+migration_job = dg.define_asset_job(
+    "migration_job",
+    selection=dg.AssetSelection.assets(migrated_raw_calls),
+    description="Migrate new legacy v1 rows into raw_calls, then run the backfill validation.",
 )
 
 

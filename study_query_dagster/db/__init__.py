@@ -11,6 +11,7 @@ from .models_v2 import (
     GroupMember,
     MigrationLedger,
     RawCall,
+    RunFailure,
 )
 from .queries import CallFilter
 from .raw_call_repository import RawCallRepository
@@ -28,5 +29,6 @@ __all__ = [
     "MigrationLedger",
     "RawCall",
     "RawCallRepository",
+    "RunFailure",
     "normalize_url",
 ]

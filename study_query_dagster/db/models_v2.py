@@ -152,3 +152,20 @@ class MigrationLedger(Base):
         ForeignKey("raw_calls.id"), nullable=False, unique=True
     )
     migrated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
+
+
+class RunFailure(Base):
+    """A Dagster run that failed (recorded by the run-failure sensor) so the analytics can
+    report failed runs next to failed calls. Mutable bookkeeping, not call capture."""
+
+    __tablename__ = "run_failures"
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    job_name: Mapped[str] = mapped_column(String(255), nullable=False)
+    partition_key: Mapped[str | None] = mapped_column(String(255))
+    failed_steps: Mapped[list | None] = mapped_column(JSONType)
+    error: Mapped[str | None] = mapped_column(Text)
+    failed_at: Mapped[datetime] = mapped_column(
+        UTCDateTime(), nullable=False, default=utcnow, index=True
+    )

@@ -36,9 +36,9 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from ..log import get_logger
-from .models_v2 import CALL_STATUSES, EmbeddingVector, Group, GroupMember, RawCall
+from .models_v2 import CALL_STATUSES, EmbeddingVector, Group, GroupMember, RawCall, RunFailure
 from .queries import CallFilter, percentiles, provider_totals_query
-from .types import Vector
+from .types import Vector, utcnow
 
 logger = get_logger(__name__)
 
@@ -365,6 +365,30 @@ class RawCallRepository:
             .order_by(GroupMember.position, GroupMember.id)
         )
         return list(self.session.scalars(stmt))
+
+    # --- failed Dagster runs -----------------------------------------------------------------
+
+    def record_run_failure(
+        self,
+        run_id: str,
+        job_name: str,
+        *,
+        partition_key: str | None = None,
+        failed_steps: Sequence[str] = (),
+        error: str | None = None,
+        failed_at: datetime | None = None,
+    ) -> bool:
+        """Record a failed run once (a sensor may see it again): True if it was new."""
+        row = {"run_id": run_id, "job_name": job_name, "partition_key": partition_key,
+               "failed_steps": list(failed_steps), "error": error,
+               "failed_at": failed_at or utcnow()}  # fmt: skip
+        stmt = _insert_ignore(self.session, RunFailure, ["run_id"])
+        result = self.session.connection().execute(stmt, row)
+        return bool(result.rowcount)
+
+    def recent_run_failures(self, limit: int = 20) -> list[RunFailure]:
+        stmt = select(RunFailure).order_by(RunFailure.failed_at.desc(), RunFailure.id.desc())
+        return list(self.session.scalars(stmt.limit(limit)))
 
     # --- embeddings ------------------------------------------------------------------------
 

@@ -50,7 +50,8 @@ class DatabaseResource(dg.ConfigurableResource):
 
 
 class LegacyDatabaseResource(dg.ConfigurableResource):
-    """The legacy v1 database (LEGACY_DATABASE_URL), only ever read."""
+    """The legacy v1 database (LEGACY_DATABASE_URL). The migration service opens it read-only
+    (SQLite `mode=ro`, PostgreSQL read-only transactions), so it is never written."""
 
     url: str | None = Field(
         default=None, description="SQLAlchemy URL of the v1 database (LEGACY_DATABASE_URL)."
@@ -60,10 +61,10 @@ class LegacyDatabaseResource(dg.ConfigurableResource):
     def configured(self) -> bool:
         return bool(self.url)
 
-    def get_connection(self) -> DatabaseConnection:
+    def source_url(self) -> str:
         if not self.url:
             raise dg.Failure(
                 "No legacy database configured: set LEGACY_DATABASE_URL to the v1 database's URL "
                 "(e.g. sqlite:///data/legacy_v1.db)."
             )
-        return shared_connection(self.url, migrate=False)
+        return self.url

@@ -1,6 +1,6 @@
 import pytest
 
-from tests.support.dagster import make_resources
+from tests.support.pipeline import make_resources
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import dagster as dg
 from study_query_dagster.db import DatabaseConnection, RawCallRepository
 from study_query_dagster.definitions import defs
 from study_query_dagster.jobs import adhoc_prompt_job
-from tests.support.dagster import make_resources
+from tests.support.pipeline import make_resources
 
 ROOT = Path(__file__).resolve().parents[2]
 

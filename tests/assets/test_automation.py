@@ -8,7 +8,7 @@ import dagster as dg
 from study_query_dagster.automation import daily_prompt_sets, hourly_prompt_sets, prompt_set_sensor
 from study_query_dagster.definitions import defs
 from study_query_dagster.resources.prompt_sets import PromptSetsResource
-from tests.support.dagster import write_prompt_set
+from tests.support.pipeline import write_prompt_set
 
 SET = """
     name: {name}

@@ -5,12 +5,13 @@ import dagster as dg
 from sqlalchemy import func, select, text
 
 from study_query_dagster.db import DatabaseConnection, Group, GroupMember, RawCall
-from tests.support.dagster import (
+from tests.support.fake_llm_server import Fault
+from tests.support.pipeline import (
+    STUDY_ASSETS,
     make_resources,
     study_assets_and_checks,
     write_prompt_set,
 )
-from tests.support.fake_llm_server import Fault
 
 QA = """
     name: qa
@@ -31,7 +32,7 @@ def materialize(resources, name, *, instance=None, selection=None, raise_on_erro
         inst.add_dynamic_partitions("prompt_sets", [name])
         return dg.materialize(
             study_assets_and_checks(), partition_key=name, instance=inst, resources=resources,
-            selection=selection, raise_on_error=raise_on_error,
+            selection=selection or STUDY_ASSETS, raise_on_error=raise_on_error,
         )  # fmt: skip
 
     if instance is not None:

@@ -3,8 +3,8 @@ server), only the items that did not succeed are sent again."""
 
 import dagster as dg
 
-from tests.support.dagster import get_study_job, write_prompt_set
 from tests.support.fake_llm_server import Fault
+from tests.support.pipeline import get_study_job, write_prompt_set
 
 SET = """
     name: resume

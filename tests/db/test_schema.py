@@ -10,7 +10,15 @@ from study_query_dagster.db import DatabaseConnection, RawCallRepository
 from study_query_dagster.db.base import Base
 
 TABLES = {"raw_calls", "call_artifacts", "embedding_vectors", "groups", "group_members",
-          "migration_ledger"}  # fmt: skip
+          "migration_ledger", "run_failures"}  # fmt: skip
+
+
+def alembic_head() -> str:
+    from alembic.script import ScriptDirectory
+
+    from study_query_dagster.db.connection import alembic_config
+
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
 def test_init_db_creates_schema_and_is_idempotent(empty_db_url):
@@ -20,7 +28,9 @@ def test_init_db_creates_schema_and_is_idempotent(empty_db_url):
     tables = set(inspect(db.engine).get_table_names())
     assert tables >= TABLES
     with db.engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+        assert (
+            conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == alembic_head()
+        )
     db.dispose()
 
 
@@ -109,3 +119,10 @@ def test_check_constraint_rejects_bad_status_in_raw_sql(db):
         )
     with db.engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM raw_calls")).scalar() == 0
+
+
+def test_head_is_the_newest_revision_file():
+    from study_query_dagster.db.connection import MIGRATIONS_DIR
+
+    newest = max(p.name.split("_")[0] for p in (MIGRATIONS_DIR / "versions").glob("[0-9]*.py"))
+    assert alembic_head() == newest

@@ -11,8 +11,8 @@ from sqlalchemy import func, select
 
 from study_query_dagster.cli import ensure_dagster_home
 from study_query_dagster.db import DatabaseConnection, RawCall
-from tests.support.dagster import write_prompt_set
 from tests.support.dagster_dev import DagsterDev
+from tests.support.pipeline import write_prompt_set
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

@@ -9,15 +9,27 @@ from pathlib import Path
 
 import dagster as dg
 
-from study_query_dagster.resources.database import DatabaseResource
+from study_query_dagster.resources.database import DatabaseResource, LegacyDatabaseResource
 from study_query_dagster.resources.embeddings import EmbeddingResource
+from study_query_dagster.resources.exports import ExportsResource
 from study_query_dagster.resources.prompt_sets import PromptSetsResource
 from study_query_dagster.resources.providers import LLMProvidersResource, ProviderSettings
 
 FAST_RETRIES = {"max_retries": 1, "initial_wait_s": 0.01, "max_wait_s": 0.05, "timeout_s": 5.0}
 
 
-def make_resources(db_url: str, prompt_dir: Path, llm_url: str | None = None, **llm_options):
+STUDY_ASSETS = dg.AssetSelection.assets("prompt_set", "inference_run", "response_embeddings")
+
+
+def make_resources(
+    db_url: str,
+    prompt_dir: Path,
+    llm_url: str | None = None,
+    *,
+    legacy_url: str | None = None,
+    exports_dir: Path | None = None,
+    **llm_options,
+):
     """Resources as definitions.py builds them, but for tests: `llm_url` is the fake server
     (the openai provider points at it, with a fake key); retries are quick."""
     openai = (
@@ -36,6 +48,8 @@ def make_resources(db_url: str, prompt_dir: Path, llm_url: str | None = None, **
         "prompt_sets": PromptSetsResource(directory=str(prompt_dir)),
         "llm": llm,
         "embedding": EmbeddingResource(llm=llm),
+        "legacy_database": LegacyDatabaseResource(url=legacy_url),
+        "exports": ExportsResource(directory=str(exports_dir or prompt_dir.parent / "exports")),
     }
 
 
@@ -74,4 +88,9 @@ def get_study_job():
         ],
         resources=resources,
     )
-    return test_defs.resolve_job_def("study_job")
+    # An instance_for_test of an earlier test can leave Dagster's defs-state storage context
+    # variable pointing at its (now dead) instance; resolving needs none.
+    from dagster._core.storage.defs_state.base import set_defs_state_storage
+
+    with set_defs_state_storage(None):
+        return test_defs.resolve_job_def("study_job")
