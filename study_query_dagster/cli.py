@@ -89,6 +89,11 @@ def cmd_materialize(_args) -> int:
             f"; warnings: {', '.join(warned)}" if warned else ""
         )
         print(f"{status} {name} (run {result.run_id}){extra}")
+    analytics = defs.resolve_job_def("analytics_job").execute_in_process(
+        instance=instance, raise_on_error=False
+    )
+    ok = ok and analytics.success
+    print(f"{'OK' if analytics.success else 'FAILED'} analytics (run {analytics.run_id})")
     print(f"{len(valid)} prompt set(s) materialized on {instance.root_directory}; "
           f"browse them with `make run`")  # fmt: skip
     return 0 if ok else 1

@@ -38,7 +38,7 @@ from .automation import (
     record_failed_runs,
 )
 from .config import DEFAULT_DATABASE_URL
-from .jobs import adhoc_prompt_job, migration_job, study_job
+from .jobs import adhoc_prompt_job, analytics_job, migration_job, study_job
 from .providers.factory import PROVIDER_ENV_VARS
 from .resources.database import DatabaseResource, LegacyDatabaseResource
 from .resources.embeddings import EmbeddingResource
@@ -104,7 +104,7 @@ defs = dg.Definitions(
         every_response_embedded,
         embedding_dimensions_consistent,
     ],
-    jobs=[study_job, adhoc_prompt_job, migration_job, prompt_search_job],
+    jobs=[study_job, adhoc_prompt_job, migration_job, analytics_job, prompt_search_job],
     sensors=[prompt_set_sensor, legacy_database_sensor, record_failed_runs, analytics_automation],
     schedules=[daily_prompt_sets, hourly_prompt_sets],
     resources=build_resources(),

@@ -29,6 +29,13 @@ migration_job = dg.define_asset_job(
 )
 
 
+analytics_job = dg.define_asset_job(
+    "analytics_job",
+    selection=dg.AssetSelection.groups("analytics"),
+    description="Refresh every analytics asset now (they also refresh by themselves).",
+)
+
+
 class ChatMessage(dg.Config):
     role: str = Field(description="system | user | assistant")
     content: str

@@ -30,6 +30,7 @@ def test_samples_materialize_and_a_bad_file_fails_the_command(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     for name in valid:
         assert f"OK {name} (run " in done.stdout
+    assert "OK analytics (run " in done.stdout
     db = DatabaseConnection(f"sqlite:///{tmp_path / 'app.db'}")
     with db.session_scope() as session:
         calls = session.scalar(select(func.count()).where(RawCall.modality == "text"))
