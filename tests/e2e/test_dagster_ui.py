@@ -46,12 +46,31 @@ def dagster_dev(tmp_path):
         yield dev, prompt_dir, db_url
 
 
+def wait_for_analytics(dev: DagsterDev, min_calls: int, deadline_s: float = 240) -> dict:
+    """Metadata of the first provider_comparison materialization that counts `min_calls`."""
+    import time
+
+    import dagster as dg
+
+    deadline = time.monotonic() + deadline_s
+    with dg.DagsterInstance.from_config(str(dev.home)) as instance:
+        while time.monotonic() < deadline:
+            event = instance.get_latest_materialization_event(dg.AssetKey("provider_comparison"))
+            if event is not None:
+                metadata = {k: getattr(v, "value", v) for k, v in
+                            event.asset_materialization.metadata.items()}  # fmt: skip
+                if metadata["calls"] >= min_calls:
+                    return metadata
+            time.sleep(2)
+    raise AssertionError(f"analytics were not refreshed:\n{dev.log_tail()}")
+
+
 def screenshot(url: str, path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
-        page = browser.new_page(viewport={"width": 1600, "height": 900})
+        page = browser.new_page(viewport={"width": 1700, "height": 1000})
         page.goto(url, wait_until="networkidle")
         # the lineage graph draws its asset nodes once the code location has answered
         page.get_by_text("prompt_set", exact=True).first.wait_for(timeout=60_000)
@@ -81,10 +100,14 @@ def test_dropped_prompt_set_runs_and_lineage_renders(dagster_dev, tmp_path):
     db.dispose()
     assert (texts, embeddings) == (4, 1)
 
+    # Declarative automation refreshes the analytics after the run, in the real daemon.
+    comparison = wait_for_analytics(dev, min_calls=4)
+    assert comparison["models"] == 1
+
     if not Path(CHROMIUM).exists():
         pytest.skip("Chromium is not installed (make test installs Debian's chromium as root)")
     image = tmp_path / "asset_lineage.png"
-    screenshot(f"{dev.url}/assets/response_embeddings?view=lineage&lineageDepth=3", image)
+    screenshot(f"{dev.url}/assets/inference_run?view=lineage&lineageDepth=2", image)
     assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and image.stat().st_size > 20_000
     if os.environ.get("UPDATE_DOCS_SCREENSHOTS"):
         shutil.copy(image, ROOT / "docs" / "images" / "asset_lineage.png")
