@@ -142,7 +142,8 @@ class BaseLLMProvider(ABC):
     uses it, real APIs are sampled by temperature).
     """
 
-    @abstractmethod
+    provider_name: str = "base"
+
     async def complete(
         self,
         prompt: str | None = None,
@@ -151,10 +152,23 @@ class BaseLLMProvider(ABC):
         sample_index: int | None = None,
         **params: Any,
     ) -> ProviderResponse:
-        """One chat completion. Raises `ProviderError` on any failure."""
+        """One chat completion. Bad arguments raise ValueError before anything is sent; any
+        failure of the call itself raises `ProviderError`."""
+        chat = to_messages(prompt, messages)
+        check_params(params)
+        model = params.pop("model", None) or self.model
+        if not model:
+            raise ValueError(f"{self.provider_name}: no model given (set one on the provider)")
+        return await self._complete(chat, model, params, sample_index)
 
     @abstractmethod
-    def get_provider_name(self) -> str: ...
+    async def _complete(
+        self, messages: list[Message], model: str, params: dict[str, Any], sample_index: int | None
+    ) -> ProviderResponse:
+        """The call itself, with validated messages, the model and the remaining params."""
+
+    def get_provider_name(self) -> str:
+        return self.provider_name
 
     @property
     def model(self) -> str | None:

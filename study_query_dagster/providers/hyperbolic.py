@@ -18,10 +18,8 @@ from .base import (
     Message,
     ProviderError,
     ProviderResponse,
-    check_params,
     error_from_http,
     error_from_httpx,
-    to_messages,
 )
 from .openai_compatible import DEFAULT_TIMEOUT_S, parse_chat_completion
 
@@ -56,20 +54,9 @@ class HyperbolicProvider(BaseLLMProvider):
             ),
         )
 
-    def get_provider_name(self) -> str:
-        return self.provider_name
-
-    async def complete(
-        self,
-        prompt: str | None = None,
-        *,
-        messages: list[Message] | None = None,
-        sample_index: int | None = None,
-        **params: Any,
+    async def _complete(
+        self, chat: list[Message], model: str, params: dict[str, Any], sample_index: int | None
     ) -> ProviderResponse:
-        chat = to_messages(prompt, messages)
-        check_params(params)
-        model = params.pop("model", None) or self._model
         body = {"model": model, "messages": chat, **params}
         started = time.perf_counter()
         try:

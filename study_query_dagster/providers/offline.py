@@ -22,8 +22,6 @@ from .base import (
     Message,
     ProviderError,
     ProviderResponse,
-    check_params,
-    to_messages,
 )
 
 DEFAULT_MODEL = "offline-echo"
@@ -73,20 +71,9 @@ class OfflineProvider(BaseLLMProvider):
         self.seed = seed
         self._seen: Counter[str] = Counter()
 
-    def get_provider_name(self) -> str:
-        return self.provider_name
-
-    async def complete(
-        self,
-        prompt: str | None = None,
-        *,
-        messages: list[Message] | None = None,
-        sample_index: int | None = None,
-        **params: Any,
+    async def _complete(
+        self, chat: list[Message], model: str, params: dict[str, Any], sample_index: int | None
     ) -> ProviderResponse:
-        chat = to_messages(prompt, messages)
-        check_params(params)
-        model = params.pop("model", None) or self._model
         canonical = json.dumps(
             {"model": model, "messages": chat, "params": params, "sample_index": sample_index},
             sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str,

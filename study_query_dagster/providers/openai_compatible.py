@@ -17,9 +17,7 @@ from .base import (
     Message,
     ProviderError,
     ProviderResponse,
-    check_params,
     error_from_openai,
-    to_messages,
 )
 
 logger = get_logger(__name__)
@@ -79,28 +77,15 @@ class OpenAICompatibleProvider(BaseLLMProvider):
         # Values scrubbed from error messages (a 401 body may echo part of the key).
         self._secrets = tuple(s for s in secrets if s)
 
-    def get_provider_name(self) -> str:
-        return self.provider_name
-
     def _scrub(self, error: ProviderError) -> ProviderError:
         for secret in self._secrets:
             error.message = error.message.replace(secret, "***")
         error.args = (error.message,)
         return error
 
-    async def complete(
-        self,
-        prompt: str | None = None,
-        *,
-        messages: list[Message] | None = None,
-        sample_index: int | None = None,
-        **params: Any,
+    async def _complete(
+        self, chat: list[Message], model: str, params: dict[str, Any], sample_index: int | None
     ) -> ProviderResponse:
-        chat = to_messages(prompt, messages)
-        check_params(params)
-        model = params.pop("model", None) or self._model
-        if not model:
-            raise ValueError(f"{self.provider_name}: no model given (set one on the provider)")
         known = sdk_chat_params()
         kwargs = {k: v for k, v in params.items() if k in known}
         extra = {k: v for k, v in params.items() if k not in known}
