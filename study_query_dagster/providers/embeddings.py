@@ -27,6 +27,7 @@ import numpy as np
 
 from ..log import get_logger
 from .base import ProviderError, error_from_openai
+from .factory import PROVIDER_ENV_VARS
 
 logger = get_logger(__name__)
 
@@ -372,11 +373,12 @@ def create_embedding_provider(name: str, /, **config: Any) -> BaseEmbeddingProvi
 
 # Which setting (environment variable) supplies each required constructor argument.
 REQUIRED_SETTINGS = {
-    "azure": {"api_key": "AZURE_OPENAI_API_KEY", "endpoint": "AZURE_OPENAI_ENDPOINT",
-              "api_version": "AZURE_OPENAI_API_VERSION"},
-    "openai": {"api_key": "OPENAI_API_KEY"},
+    "azure": {
+        arg: PROVIDER_ENV_VARS["azure"][arg] for arg in ("api_key", "endpoint", "api_version")
+    },
+    "openai": {"api_key": PROVIDER_ENV_VARS["openai"]["api_key"]},
     "offline": {},
-}  # fmt: skip
+}
 
 
 def embedding_provider_from_env(
