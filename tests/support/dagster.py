@@ -3,6 +3,7 @@ folder, and the fake LLM server; and a reconstructable study job for re-executio
 
 from __future__ import annotations
 
+import json
 import os
 import textwrap
 from pathlib import Path
@@ -53,12 +54,15 @@ def study_assets_and_checks():
 
 
 def get_study_job():
-    """The study job with test resources from the environment (for dg.reconstructable)."""
+    """The study job with test resources from the environment (for dg.reconstructable):
+    SQD_TEST_DB_URL, SQD_TEST_PROMPT_DIR, SQD_TEST_LLM_URL and, optionally,
+    SQD_TEST_LLM_OPTIONS (JSON: LLMProvidersResource fields such as max_retries, timeout_s)."""
     from study_query_dagster.definitions import defs
 
     resources = make_resources(
         os.environ["SQD_TEST_DB_URL"], Path(os.environ["SQD_TEST_PROMPT_DIR"]),
         os.environ.get("SQD_TEST_LLM_URL"),
+        **json.loads(os.environ.get("SQD_TEST_LLM_OPTIONS") or "{}"),
     )  # fmt: skip
     test_defs = dg.Definitions(
         assets=defs.assets,
