@@ -79,3 +79,14 @@ def get_study_job():
         resources=resources,
     )
     return test_defs.resolve_job_def("study_job")
+
+
+def reconstructable_study_job():
+    """`dg.reconstructable(get_study_job)`, rebuilt from the current environment. Dagster keeps
+    the last reconstructed job per process (an lru_cache keyed by the pointer, which is the same
+    for every test): without the reset, a run in this process would get the resources (the
+    database URL!) of whichever test reconstructed it first."""
+    job = dg.reconstructable(get_study_job)
+    type(job).get_definition.cache_clear()
+    type(job).get_repository_definition.cache_clear()
+    return job
