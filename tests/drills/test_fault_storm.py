@@ -13,7 +13,7 @@ from collections import Counter, defaultdict
 import dagster as dg
 import pytest
 
-from tests.support.dagster import get_study_job, write_prompt_set
+from tests.support.dagster import reconstructable_study_job, write_prompt_set
 from tests.support.drills import (
     AZURE_DEPLOYMENT,
     OPENAI_MODEL,
@@ -106,7 +106,7 @@ def test_every_call_captured_once_through_a_fault_storm(
     llm_server.fault_fn = faults
     write_prompt_set(prompt_dir, "storm", drill_prompt_set("storm", 250))
     study_job_env(monkeypatch, db_url, prompt_dir, llm_server.url, **POLICY)
-    job = dg.reconstructable(get_study_job)
+    job = reconstructable_study_job()
 
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("prompt_sets", ["storm"])
