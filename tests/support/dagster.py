@@ -18,9 +18,16 @@ from study_query_dagster.resources.providers import LLMProvidersResource, Provid
 FAST_RETRIES = {"max_retries": 1, "initial_wait_s": 0.01, "max_wait_s": 0.05, "timeout_s": 5.0}
 
 
-def make_resources(db_url: str, prompt_dir: Path, llm_url: str | None = None, **llm_options):
+def make_resources(
+    db_url: str,
+    prompt_dir: Path,
+    llm_url: str | None = None,
+    embedding_options: dict | None = None,
+    **llm_options,
+):
     """Resources as definitions.py builds them, but for tests: `llm_url` is the fake server
-    (the openai provider points at it, with a fake key); retries are quick."""
+    (the openai provider points at it, with a fake key); retries are quick.
+    `embedding_options` are EmbeddingResource fields (e.g. batch_size)."""
     openai = (
         ProviderSettings(api_key="sk-test-fake", base_url=f"{llm_url}/v1")
         if llm_url
@@ -36,7 +43,7 @@ def make_resources(db_url: str, prompt_dir: Path, llm_url: str | None = None, **
         "database": DatabaseResource(url=db_url),
         "prompt_sets": PromptSetsResource(directory=str(prompt_dir)),
         "llm": llm,
-        "embedding": EmbeddingResource(llm=llm),
+        "embedding": EmbeddingResource(llm=llm, **(embedding_options or {})),
     }
 
 
@@ -56,12 +63,14 @@ def study_assets_and_checks():
 def get_study_job():
     """The study job with test resources from the environment (for dg.reconstructable):
     SQD_TEST_DB_URL, SQD_TEST_PROMPT_DIR, SQD_TEST_LLM_URL and, optionally,
-    SQD_TEST_LLM_OPTIONS (JSON: LLMProvidersResource fields such as max_retries, timeout_s)."""
+    SQD_TEST_LLM_OPTIONS and SQD_TEST_EMBEDDING_OPTIONS (JSON: fields of LLMProvidersResource,
+    such as max_retries or timeout_s, and of EmbeddingResource)."""
     from study_query_dagster.definitions import defs
 
     resources = make_resources(
         os.environ["SQD_TEST_DB_URL"], Path(os.environ["SQD_TEST_PROMPT_DIR"]),
-        os.environ.get("SQD_TEST_LLM_URL"),
+        os.environ.get("SQD_TEST_LLM_URL") or None,
+        json.loads(os.environ.get("SQD_TEST_EMBEDDING_OPTIONS") or "{}"),
         **json.loads(os.environ.get("SQD_TEST_LLM_OPTIONS") or "{}"),
     )  # fmt: skip
     test_defs = dg.Definitions(

@@ -82,7 +82,7 @@ class ScriptedFaults:
 
 
 def study_job_env(monkeypatch, db_url: str, prompt_dir: Path, llm_url: str | None,
-                  **llm_options) -> dict[str, str]:  # fmt: skip
+                  embedding_options: dict | None = None, **llm_options) -> dict[str, str]:  # fmt: skip
     """Point `tests.support.dagster.get_study_job` at these resources (for this process and
     any child process that inherits the environment)."""
     values = {
@@ -90,6 +90,7 @@ def study_job_env(monkeypatch, db_url: str, prompt_dir: Path, llm_url: str | Non
         "SQD_TEST_PROMPT_DIR": str(prompt_dir),
         "SQD_TEST_LLM_URL": llm_url or "",
         "SQD_TEST_LLM_OPTIONS": json.dumps(llm_options),
+        "SQD_TEST_EMBEDDING_OPTIONS": json.dumps(embedding_options or {}),
     }
     for name, value in values.items():
         monkeypatch.setenv(name, value)
