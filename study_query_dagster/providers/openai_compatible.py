@@ -19,6 +19,7 @@ from .base import (
     ProviderResponse,
     check_params,
     error_from_openai,
+    scrub_secrets,
     to_messages,
 )
 
@@ -83,10 +84,7 @@ class OpenAICompatibleProvider(BaseLLMProvider):
         return self.provider_name
 
     def _scrub(self, error: ProviderError) -> ProviderError:
-        for secret in self._secrets:
-            error.message = error.message.replace(secret, "***")
-        error.args = (error.message,)
-        return error
+        return scrub_secrets(error, self._secrets)
 
     async def complete(
         self,
