@@ -10,25 +10,11 @@ import pytest
 from sqlalchemy import create_engine, func, select, text
 
 from study_query_dagster.db import DatabaseConnection, EmbeddingVector, Group, GroupMember, RawCall
+from tests.support.dagster import reconstructable_production_study_job
 from tests.support.deployment import ROOT
 
 PROMPT_SETS = ROOT / "prompt_sets"
 STUDY_ASSETS = {"prompt_set", "inference_run", "response_embeddings"}
-
-
-def production_study_job():
-    """`study_job` exactly as the code location defines it, with resources read from the
-    environment now (definitions.py reads it once, at import)."""
-    from study_query_dagster import definitions
-    from study_query_dagster.jobs import study_job
-
-    defs = dg.Definitions(
-        assets=definitions.defs.assets,
-        asset_checks=definitions.defs.asset_checks,
-        jobs=[study_job],
-        resources=definitions.build_resources(),
-    )
-    return defs.resolve_job_def("study_job")
 
 
 def _dagster_rows(url: str, sql: str, **params) -> list:
@@ -52,7 +38,7 @@ def test_capitals_through_study_job_on_postgres_storage(
 
     instance.add_dynamic_partitions("prompt_sets", ["capitals"])
     result = dg.execute_job(
-        dg.reconstructable(production_study_job), instance, tags={"dagster/partition": "capitals"}
+        reconstructable_production_study_job(), instance, tags={"dagster/partition": "capitals"}
     )
     assert result.success
     run_id = result.run_id

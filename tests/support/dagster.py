@@ -99,3 +99,31 @@ def reconstructable_study_job():
     type(job).get_definition.cache_clear()
     type(job).get_repository_definition.cache_clear()
     return job
+
+
+# The executor config that runs the production job's steps in the run's own process.
+IN_PROCESS = {"execution": {"config": {"in_process": {}}}}
+
+
+def get_production_study_job():
+    """`study_job` exactly as the code location defines it, with resources read from the
+    environment now (definitions.py reads it once, at import)."""
+    from study_query_dagster import definitions
+    from study_query_dagster.jobs import study_job
+
+    defs = dg.Definitions(
+        assets=definitions.defs.assets,
+        asset_checks=definitions.defs.asset_checks,
+        jobs=[study_job],
+        resources=definitions.build_resources(),
+    )
+    return defs.resolve_job_def("study_job")
+
+
+def reconstructable_production_study_job():
+    """`dg.reconstructable(get_production_study_job)`, rebuilt from the current environment
+    (see `reconstructable_study_job`)."""
+    job = dg.reconstructable(get_production_study_job)
+    type(job).get_definition.cache_clear()
+    type(job).get_repository_definition.cache_clear()
+    return job
