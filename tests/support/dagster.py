@@ -54,6 +54,17 @@ def write_prompt_set(folder: Path, name: str, body: str) -> Path:
     return path
 
 
+def no_stale_state_storage():
+    """Resolve a job outside any instance's "defs state storage": Dagster keeps the current one
+    in a context variable that an instance sometimes leaves set after it closed (seen after
+    sensor-context tests), and building a repository then fails with "Attempted to resolve
+    undefined DagsterInstance weakref" (and dg.reconstructable falls back to loading this file
+    as a module named `dagster`)."""
+    from dagster._core.storage.defs_state.base import set_defs_state_storage
+
+    return set_defs_state_storage(None)
+
+
 def study_assets_and_checks():
     from study_query_dagster import definitions
 
@@ -87,7 +98,8 @@ def get_study_job():
         ],
         resources=resources,
     )
-    return test_defs.resolve_job_def("study_job")
+    with no_stale_state_storage():
+        return test_defs.resolve_job_def("study_job")
 
 
 def reconstructable_study_job():
@@ -117,7 +129,8 @@ def get_production_study_job():
         jobs=[study_job],
         resources=definitions.build_resources(),
     )
-    return defs.resolve_job_def("study_job")
+    with no_stale_state_storage():
+        return defs.resolve_job_def("study_job")
 
 
 def reconstructable_production_study_job():
