@@ -47,10 +47,16 @@ OUTCOME = {"status": ("failed", "server_error"), "hang": ("timeout", "timeout"),
            "drop": ("failed", "connection"), "malformed": ("failed", "malformed_response")}  # fmt: skip
 
 
+def is_rate_limit(fault: Fault | None) -> bool:
+    return fault is not None and fault.kind == "status" and fault.status == 429
+
+
+def retry_after(fault: Fault) -> float:
+    return fault.retry_after if fault.retry_after is not None else fault.retry_after_ms / 1000
+
+
 def outcome_of(fault: Fault) -> tuple[str, str]:
-    if fault.kind == "status" and fault.status == 429:
-        return "failed", "rate_limit"
-    return OUTCOME[fault.kind]
+    return ("failed", "rate_limit") if is_rate_limit(fault) else OUTCOME[fault.kind]
 
 
 def error_type_of(fault: Fault) -> str:
@@ -123,9 +129,8 @@ def test_every_call_captured_once_through_a_fault_storm(
             assert [s.fault for s in seen[: len(script)]] == script[: len(seen)], key
             # Retry-After honoured: the next attempt came at least that long after the 429.
             for before, after in zip(seen, seen[1:], strict=False):
-                fault = before.fault
-                if fault is not None and fault.status == 429 and fault.kind == "status":
-                    wait = fault.retry_after or fault.retry_after_ms / 1000
+                if is_rate_limit(before.fault):
+                    wait = retry_after(before.fault)
                     assert after.request.at - before.request.at >= wait, key
 
         # --- the app DB's view: one row per item, with the status its attempts earned ----------
@@ -147,10 +152,11 @@ def test_every_call_captured_once_through_a_fault_storm(
                 assert call.status == "success", (key, call.error_json)
                 assert call.response_json["text"].startswith("echo: drill question")
                 errors = meta.get("attempt_errors", [])
-            assert [e["type"] for e in errors] == [error_type_of(f) for f in script][:3], key
+            expected = [error_type_of(f) for f in script][: MAX_RETRIES + 1]
+            assert [e["type"] for e in errors] == expected, key
             for entry, fault in zip(errors[:MAX_RETRIES], script, strict=False):
-                if fault.kind == "status" and fault.status == 429:  # waited what it was told
-                    assert entry["waited_s"] == (fault.retry_after or fault.retry_after_ms / 1000)
+                if is_rate_limit(fault):  # it waited what it was told
+                    assert entry["waited_s"] == retry_after(fault)
         # Every request the server saw is one attempt of one captured call.
         assert sum(c.metadata_json["attempts"] for c in calls) == first_requests
 
@@ -162,8 +168,8 @@ def test_every_call_captured_once_through_a_fault_storm(
         assert second.success
     assert len(llm_server.requests) - first_requests == len(exhausted)
     # Each exhausted item got exactly one more attempt; nothing else was sent again.
-    again = {k for k, seen in faults.seen.items() if len(seen) > min(len(scripts[k]) + 1, 3)}
-    assert again == exhausted and all(len(faults.seen[k]) == 4 for k in exhausted)
+    again = {k for k, seen in faults.seen.items() if len(seen) > len(scripts[k][:MAX_RETRIES]) + 1}
+    assert again == exhausted and all(len(faults.seen[k]) == MAX_RETRIES + 2 for k in exhausted)
     # No success was ever repeated: one normal answer per item at the server.
     assert faults.successes() == Counter({key: 1 for key in keys})
 
