@@ -34,6 +34,11 @@ def response_embeddings(
 ) -> dg.MaterializeResult:
     """Embeds every successful answer of the prompt set's run (skipped when the set has
     `embed: off`). Vectors are cached by request hash, so re-runs and repeated answers are free."""
+    with database.failures("the embedding of the run's answers"):
+        return _embed_answers(context, database, embedding)
+
+
+def _embed_answers(context, database, embedding) -> dg.MaterializeResult:
     name = context.partition_key
     db = database.get_connection()
     _, ps, _ = load_stored_prompt_set(db, name)

@@ -94,6 +94,11 @@ def inference_run(
     """Send every prompt x target x sample through InferenceService; each call (success or
     failure) is one raw_calls row in this run's `run` group. Re-executing a failed run resumes:
     items that already succeeded are not sent again."""
+    with database.failures("the inference run"):
+        return _run_prompt_set(context, database, llm, embedding)
+
+
+def _run_prompt_set(context, database, llm, embedding) -> dg.MaterializeResult:
     name = context.partition_key
     db = database.get_connection()
     prompt_set_group_id, ps, content_hash = load_stored_prompt_set(db, name)

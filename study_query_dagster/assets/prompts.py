@@ -16,19 +16,29 @@ PROMPT_SETS = dg.DynamicPartitionsDefinition(name="prompt_sets")
 
 
 def missing_credentials(
-    prompt_set: PromptSet, llm: LLMProvidersResource, embedding: EmbeddingResource
+    prompt_set: PromptSet,
+    llm: LLMProvidersResource,
+    embedding: EmbeddingResource,
+    source: str | None = None,
 ) -> list[str]:
-    """One line per target (or embedder) that cannot be called here, naming what to set."""
+    """One line per target (or embedder) that cannot be called here, naming the file (when
+    given), the field and what to set."""
+    where = f"{source}: " if source else ""
     problems = []
-    for target, label in zip(prompt_set.targets, prompt_set.target_labels, strict=True):
+    for i, (target, label) in enumerate(
+        zip(prompt_set.targets, prompt_set.target_labels, strict=True)
+    ):
         missing = llm.missing_env_vars(target.provider)
         if missing:
-            problems.append(f"target {label!r} ({target.provider}): set {', '.join(missing)}")
+            problems.append(
+                f"{where}targets[{i}] (target {label!r}, provider {target.provider}): "
+                f"set {', '.join(missing)}"
+            )
     if prompt_set.embed.enabled:
         provider = prompt_set.embed.provider or embedding.provider
         missing = embedding.missing_env_vars(provider)
         if missing:
-            problems.append(f"embed ({provider}): set {', '.join(missing)}")
+            problems.append(f"{where}embed (provider {provider}): set {', '.join(missing)}")
     return problems
 
 
@@ -89,7 +99,7 @@ def prompt_set(
         flag_modified(group, "metadata_json")
 
     cost = estimate_max_cost(ps)
-    problems = missing_credentials(ps, llm, embedding)
+    problems = missing_credentials(ps, llm, embedding, source=str(loaded.path))
     targets = [
         f"{label}: {t.provider} {t.model_name}"
         for t, label in zip(ps.targets, ps.target_labels, strict=True)

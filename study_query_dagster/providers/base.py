@@ -185,6 +185,14 @@ class BaseLLMProvider(ABC):
         await self.aclose()
 
 
+def scrub_secrets(error: ProviderError, secrets: tuple[str, ...]) -> ProviderError:
+    """Mask credentials a server echoed into an error body (a 401 may repeat the key)."""
+    for secret in secrets:
+        error.message = error.message.replace(secret, "***")
+    error.args = (error.message,)
+    return error
+
+
 # --- mapping transport failures into ProviderError ----------------------------------------
 
 

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..log import get_logger
-from .base import ProviderError, error_from_openai
+from .base import ProviderError, error_from_openai, scrub_secrets
 from .factory import PROVIDER_ENV_VARS
 
 logger = get_logger(__name__)
@@ -127,6 +127,7 @@ class _OpenAISDKEmbeddingProvider(BaseEmbeddingProvider):
     """Shared call path for the two openai SDK clients (AsyncOpenAI, AsyncAzureOpenAI)."""
 
     _client: Any
+    _secrets: tuple[str, ...] = ()  # masked in error messages: a server may echo the key
 
     async def embed(
         self,
@@ -152,7 +153,7 @@ class _OpenAISDKEmbeddingProvider(BaseEmbeddingProvider):
             # ~50x more than the decoding itself for a batch of 256 vectors.
             body = json.loads(raw.http_response.content)
         except Exception as exc:
-            raise error_from_openai(exc, self.name) from exc
+            raise scrub_secrets(error_from_openai(exc, self.name), self._secrets) from exc
         latency_ms = (time.perf_counter() - started) * 1000
         request_id = raw.headers.get("x-request-id")
         data = body.get("data") if isinstance(body, dict) else None
@@ -229,6 +230,7 @@ class OpenAIEmbeddingProvider(_OpenAISDKEmbeddingProvider):
         self.default_model = default_model or self.default_model
         self.default_token_limit = token_limit
         self.base_url = base_url
+        self._secrets = (api_key,)
         self._client = openai.AsyncOpenAI(
             api_key=api_key, base_url=base_url, organization=organization,
             timeout=timeout, max_retries=0,
@@ -264,6 +266,7 @@ class AzureEmbeddingProvider(_OpenAISDKEmbeddingProvider):
         self.endpoint = endpoint
         self.default_model = default_model
         self.default_token_limit = token_limit
+        self._secrets = (api_key,)
         self._client = openai.AsyncAzureOpenAI(
             api_key=api_key, azure_endpoint=endpoint, api_version=api_version,
             timeout=timeout, max_retries=0,

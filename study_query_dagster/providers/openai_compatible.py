@@ -18,6 +18,7 @@ from .base import (
     ProviderError,
     ProviderResponse,
     error_from_openai,
+    scrub_secrets,
 )
 
 logger = get_logger(__name__)
@@ -78,10 +79,7 @@ class OpenAICompatibleProvider(BaseLLMProvider):
         self._secrets = tuple(s for s in secrets if s)
 
     def _scrub(self, error: ProviderError) -> ProviderError:
-        for secret in self._secrets:
-            error.message = error.message.replace(secret, "***")
-        error.args = (error.message,)
-        return error
+        return scrub_secrets(error, self._secrets)
 
     async def _complete(
         self, chat: list[Message], model: str, params: dict[str, Any], sample_index: int | None

@@ -5,12 +5,17 @@ the newest Alembic revision the first time a process uses it.
 """
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import dagster as dg
 from pydantic import Field
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from ..config import DEFAULT_DATABASE_URL
 from ..db import DatabaseConnection
+from ..services.capture import db_error_reason
 
 _lock = threading.Lock()
 _connections: dict[tuple[str, bool], DatabaseConnection] = {}
@@ -47,6 +52,25 @@ class DatabaseResource(dg.ConfigurableResource):
 
     def get_connection(self) -> DatabaseConnection:
         return shared_connection(self.url, migrate=True)
+
+    @contextmanager
+    def failures(self, during: str) -> Iterator[None]:
+        """Fail the step with what happened and what to do when the database is lost or
+        refuses connections (instead of a driver traceback with SQL and row parameters)."""
+        try:
+            yield
+        except (OperationalError, InterfaceError) as exc:
+            where = make_url(self.url).render_as_string(hide_password=True)
+            reason = db_error_reason(exc)
+            raise dg.Failure(
+                description=(
+                    f"The app database ({where}) failed during {during}: {reason}. Calls "
+                    "captured before the failure are kept. Once the database is reachable again, "
+                    "re-execute this run from failure: items that already succeeded are not "
+                    "sent again."
+                ),
+                metadata={"database": where, "database_error": reason},
+            ) from exc
 
 
 class LegacyDatabaseResource(dg.ConfigurableResource):

@@ -90,6 +90,8 @@ class LLMProvidersResource(dg.ConfigurableResource):
     def create_service(
         self, provider: str, model: str, db: DatabaseConnection | None
     ) -> InferenceService:
+        """A service with its own provider client, closed when the service is (use it as
+        `async with`)."""
         settings = self._settings(provider)
         return InferenceService(
             self.create_provider(provider, model),
@@ -100,4 +102,5 @@ class LLMProvidersResource(dg.ConfigurableResource):
             max_concurrency=settings.max_concurrency,
             requests_per_minute=getattr(settings, "requests_per_minute", None),
             tokens_per_minute=getattr(settings, "tokens_per_minute", None),
+            close_provider=True,  # the provider is this service's own: closed with it
         )

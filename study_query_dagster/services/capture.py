@@ -96,7 +96,9 @@ class CaptureWriter:
                     # Shielded: a cancelled loop must not cancel a transaction mid-way.
                     ids = await asyncio.shield(asyncio.wrap_future(future))
                 except Exception as exc:
-                    logger.error("capture of %d row(s) failed: %s", len(batch), exc)
+                    logger.error(
+                        "capture of %d row(s) failed: %s", len(batch), db_error_reason(exc)
+                    )
                     _settle(batch, error=exc)
                 else:
                     _settle(batch, ids=ids)
@@ -118,7 +120,7 @@ class CaptureWriter:
         try:
             ids = self._write(batch)
         except Exception as exc:
-            logger.error("capture of %d row(s) failed: %s", len(batch), exc)
+            logger.error("capture of %d row(s) failed: %s", len(batch), db_error_reason(exc))
             _settle(batch, error=exc)
         else:
             _settle(batch, ids=ids)
@@ -155,6 +157,14 @@ class CaptureWriter:
         return ids
 
 
+def db_error_reason(exc: BaseException) -> str:
+    """The driver's own first line ("connection to server ... failed: ..."), without the SQL
+    statement and row parameters SQLAlchemy appends (a failed bulk insert repeats every row)."""
+    source = getattr(exc, "orig", None) or exc
+    lines = str(source).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
 def _settle(batch: list[_Item], *, ids: list[int] | None = None, error=None) -> None:
     for i, item in enumerate(batch):
         future = item.future
@@ -164,5 +174,8 @@ def _settle(batch: list[_Item], *, ids: list[int] | None = None, error=None) -> 
         with contextlib.suppress(RuntimeError):
             if error is not None:
                 future.set_exception(error)
+                # Marked as seen: the writer logged the failure once, and a caller that gave
+                # up waiting (cancelled) must not add one traceback per row at shutdown.
+                future.exception()
             else:
                 future.set_result(ids[i])

@@ -153,6 +153,7 @@ class InferenceService:
         tokens_per_minute: float | None = None,
         preprocess: bool = False,
         preprocessor: PromptPreprocessor | None = None,
+        close_provider: bool = False,
     ):
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0 (got {max_retries})")
@@ -173,6 +174,9 @@ class InferenceService:
         self.max_retry_after = max_retry_after
         self.max_concurrency = max_concurrency
         self.preprocess = preprocess
+        # Whether aclose() also closes the provider (its HTTP client): when the service was
+        # built around a provider nobody else holds (LLMProvidersResource.create_service).
+        self.close_provider = close_provider
         self.preprocessor = preprocessor or PromptPreprocessor()
         self.rpm = TokenBucket(requests_per_minute) if requests_per_minute else None
         self.tpm = TokenBucket(tokens_per_minute) if tokens_per_minute else None
@@ -272,9 +276,12 @@ class InferenceService:
         )  # fmt: skip
 
     async def aclose(self) -> None:
-        """Write anything still pending (calls normally return only once captured)."""
+        """Write anything still pending (calls normally return only once captured); close the
+        provider too if the service owns it (`close_provider`)."""
         if self._writer is not None:
             self._writer.flush_sync()
+        if self.close_provider:
+            await self.provider.aclose()
 
     async def __aenter__(self) -> InferenceService:
         return self

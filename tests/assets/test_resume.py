@@ -4,7 +4,7 @@ server), only the items that did not succeed are sent again."""
 import dagster as dg
 
 from tests.support.fake_llm_server import Fault
-from tests.support.pipeline import get_study_job, write_prompt_set
+from tests.support.pipeline import reconstructable_study_job, write_prompt_set
 
 SET = """
     name: resume
@@ -27,7 +27,7 @@ def test_reexecution_from_failure_sends_only_unfinished_items(
     monkeypatch.setenv("SQD_TEST_LLM_URL", llm_server.url)
     # "beta" is down for the whole first run: every attempt gets a 503.
     llm_server.fault_fn = lambda request: Fault(status=503) if "beta" in str(request.body) else None
-    job = dg.reconstructable(get_study_job)
+    job = reconstructable_study_job()
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("prompt_sets", ["resume"])
         first = dg.execute_job(job, instance, tags={"dagster/partition": "resume"})

@@ -24,6 +24,7 @@ import contextlib
 import hashlib
 import json
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -194,6 +195,12 @@ class _Server(ThreadingHTTPServer):
     # A class attribute, because listen() runs inside __init__: a deep backlog lets many
     # clients connect at once (the default of 5 resets connections under a burst).
     request_queue_size = 512
+
+    def handle_error(self, request, client_address) -> None:
+        # A client that gave up (timeout, cancelled run, killed process) is not a server error.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
