@@ -153,7 +153,8 @@ class _OpenAISDKEmbeddingProvider(BaseEmbeddingProvider):
             # ~50x more than the decoding itself for a batch of 256 vectors.
             body = json.loads(raw.http_response.content)
         except Exception as exc:
-            raise scrub_secrets(error_from_openai(exc, self.name), self._secrets) from exc
+            # `from None`: the SDK's exception may hold an echoed key; the mapped error says it all.
+            raise scrub_secrets(error_from_openai(exc, self.name), self._secrets) from None
         latency_ms = (time.perf_counter() - started) * 1000
         request_id = raw.headers.get("x-request-id")
         data = body.get("data") if isinstance(body, dict) else None

@@ -62,7 +62,8 @@ class HyperbolicProvider(BaseLLMProvider):
         try:
             reply = await self._client.post(CHAT_PATH, json=body)
         except Exception as exc:
-            raise self._scrub(error_from_httpx(exc, self.provider_name)) from exc
+            # `from None`: the SDK's exception may hold an echoed key; the mapped error says it all.
+            raise self._scrub(error_from_httpx(exc, self.provider_name)) from None
         request_id = reply.headers.get("x-request-id")
         try:
             data: Any = reply.json()

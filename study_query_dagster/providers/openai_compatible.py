@@ -96,7 +96,8 @@ class OpenAICompatibleProvider(BaseLLMProvider):
             )
             response = parse_chat_completion(completion, self.provider_name, model, started)
         except Exception as exc:  # every failure leaves as a ProviderError
-            raise self._scrub(error_from_openai(exc, self.provider_name)) from exc
+            # `from None`: the SDK's exception may hold an echoed key; the mapped error says it all.
+            raise self._scrub(error_from_openai(exc, self.provider_name)) from None
         response.metadata["request_id"] = getattr(completion, "_request_id", None)
         return response
 
