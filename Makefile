@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PORT   ?= 3000
-export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+# The local Dagster instance for run/materialize (tests make their own; they must not inherit it).
+DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
 RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
@@ -24,13 +25,13 @@ $(DEV_STAMP): pyproject.toml | $(PY)
 
 # Dagster instance (SQLite, under .dagster_home/) and app DB (SQLite, under data/), made if missing.
 init: $(RUN_STAMP)
-	$(PY) -m study_query_dagster.cli init
+	DAGSTER_HOME=$(DAGSTER_HOME) $(PY) -m study_query_dagster.cli init
 
 run: init
-	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(PORT)
+	DAGSTER_HOME=$(DAGSTER_HOME) $(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(PORT)
 
 materialize: init
-	$(PY) -m study_query_dagster.cli materialize
+	DAGSTER_HOME=$(DAGSTER_HOME) $(PY) -m study_query_dagster.cli materialize
 
 # Chromium (Debian's) is needed by the end-to-end UI test; installed where we can (root + apt).
 chromium:

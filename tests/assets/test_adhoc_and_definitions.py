@@ -1,5 +1,6 @@
 """The ad-hoc prompt job from launchpad-style config, and the code location as Dagster loads it."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -73,9 +74,10 @@ def test_adhoc_messages_and_failures(db_url, tmp_path, llm_server):
 
 def test_definitions_validate_with_the_cli():
     dagster = Path(sys.executable).with_name("dagster")
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}  # a temporary instance
     done = subprocess.run(
         [str(dagster), "definitions", "validate", "-w", "workspace.yaml"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Validation successful" in done.stdout + done.stderr
