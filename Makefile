@@ -40,8 +40,11 @@ chromium:
 		|| echo "warning: could not install chromium; the UI test will be skipped"; \
 	fi
 
+# Two pytest workers (xdist) by default; `make test PYTEST_WORKERS=0` runs in one process.
+PYTEST_WORKERS ?= 2
+
 test: $(DEV_STAMP) chromium
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 bench: $(DEV_STAMP)
 	$(PY) -m benchmarks
