@@ -143,3 +143,11 @@ def alembic_config(connection=None):
     if connection is not None:
         config.attributes["connection"] = connection
     return config
+
+
+def db_error_reason(exc: BaseException) -> str:
+    """The driver's own first line ("connection to server ... failed: ..."), without the SQL
+    statement and row parameters SQLAlchemy appends (a failed bulk insert repeats every row)."""
+    source = getattr(exc, "orig", None) or exc
+    lines = str(source).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

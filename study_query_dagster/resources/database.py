@@ -15,7 +15,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from ..config import DEFAULT_DATABASE_URL
 from ..db import DatabaseConnection
-from ..services.capture import db_error_reason
+from ..db.connection import db_error_reason
 
 _lock = threading.Lock()
 _connections: dict[tuple[str, bool], DatabaseConnection] = {}

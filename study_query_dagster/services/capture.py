@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..db import DatabaseConnection, RawCallRepository
+from ..db.connection import db_error_reason
 from ..log import get_logger
 
 logger = get_logger(__name__)
@@ -155,14 +156,6 @@ class CaptureWriter:
         self.flushes += 1
         self.rows_written += len(rows)
         return ids
-
-
-def db_error_reason(exc: BaseException) -> str:
-    """The driver's own first line ("connection to server ... failed: ..."), without the SQL
-    statement and row parameters SQLAlchemy appends (a failed bulk insert repeats every row)."""
-    source = getattr(exc, "orig", None) or exc
-    lines = str(source).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
 
 
 def _settle(batch: list[_Item], *, ids: list[int] | None = None, error=None) -> None:
