@@ -22,8 +22,9 @@ import dagster as dg
 import yaml
 
 from study_query_dagster import definitions
-from study_query_dagster.resources.database import DatabaseResource
+from study_query_dagster.resources.database import DatabaseResource, LegacyDatabaseResource
 from study_query_dagster.resources.embeddings import EmbeddingResource
+from study_query_dagster.resources.exports import ExportsResource
 from study_query_dagster.resources.prompt_sets import PromptSetsResource
 from study_query_dagster.resources.providers import LLMProvidersResource, ProviderSettings
 from study_query_dagster.services.prompt_sets import load_prompt_set
@@ -69,6 +70,8 @@ def make_resources(db_url: str, prompt_dir: Path, base_url: str) -> dict:
         "prompt_sets": PromptSetsResource(directory=str(prompt_dir)),
         "llm": llm,
         "embedding": EmbeddingResource(llm=llm),
+        "legacy_database": LegacyDatabaseResource(url=None),
+        "exports": ExportsResource(directory=str(prompt_dir.parent / "exports")),
     }
 
 
