@@ -20,7 +20,8 @@ MASK = "***"
 
 def secret_values() -> list[str]:
     """Values of secret-looking environment variables (at least 6 chars, to avoid masking noise)."""
-    return [v for k, v in os.environ.items() if _SECRET_NAME.search(k) and v and len(v) >= 6]
+    values = {v.strip() for k, v in os.environ.items() if _SECRET_NAME.search(k) and v}
+    return [v for v in values if len(v) >= 6]
 
 
 def redact(text: str) -> str:

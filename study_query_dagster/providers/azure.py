@@ -7,6 +7,7 @@ The deployment name plays the model's part: it selects the URL
 
 from __future__ import annotations
 
+from .base import clean_api_key
 from .openai_compatible import DEFAULT_TIMEOUT_S, OpenAICompatibleProvider
 
 DEFAULT_API_VERSION = "2024-10-21"
@@ -26,8 +27,8 @@ class AzureOpenAIProvider(OpenAICompatibleProvider):
     ):
         import openai
 
-        for name, value in (("api_key", api_key), ("endpoint", endpoint),
-                            ("deployment_name", deployment_name)):  # fmt: skip
+        api_key = clean_api_key(api_key, "azure", "AZURE_OPENAI_API_KEY")
+        for name, value in (("endpoint", endpoint), ("deployment_name", deployment_name)):
             if not value:
                 raise ValueError(f"azure: {name} is required")
         client = openai.AsyncAzureOpenAI(

@@ -8,6 +8,7 @@ failures here.
 from __future__ import annotations
 
 import email.utils
+import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -185,6 +186,18 @@ class BaseLLMProvider(ABC):
         await self.aclose()
 
 
+def clean_api_key(value: str | None, where: str, env_var: str) -> str:
+    """The key without surrounding whitespace (a pasted key often ends in a newline, which an
+    HTTP library then quotes back, escaped and so unmasked, in its error). Inner whitespace
+    cannot be part of a key: refused, without repeating the value."""
+    key = (value or "").strip()
+    if not key:
+        raise ValueError(f"{where}: an API key is required (set {env_var})")
+    if any(c.isspace() for c in key):
+        raise ValueError(f"{where}: the API key contains whitespace (check {env_var})")
+    return key
+
+
 def scrub_secrets(error: ProviderError, secrets: tuple[str, ...]) -> ProviderError:
     """Mask credentials a server echoed into an error body (a 401 may repeat the key)."""
     for secret in secrets:
@@ -197,23 +210,31 @@ def scrub_secrets(error: ProviderError, secrets: tuple[str, ...]) -> ProviderErr
 
 
 def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
-    """Seconds to wait from `retry-after-ms`, or `Retry-After` (seconds or an HTTP date)."""
+    """Seconds to wait from `retry-after-ms`, or `Retry-After` (seconds or an HTTP date).
+    Anything else (garbage, NaN, infinity) is ignored: the normal backoff applies then."""
     if not headers:
         return None
     lowered = {k.lower(): v for k, v in headers.items()}
-    if value := lowered.get("retry-after-ms"):
+    if (seconds := _finite(lowered.get("retry-after-ms"))) is not None:
+        return max(seconds / 1000.0, 0.0)
+    value = lowered.get("retry-after")
+    if (seconds := _finite(value)) is not None:
+        return max(seconds, 0.0)
+    if value:
         try:
-            return max(float(value) / 1000.0, 0.0)
-        except ValueError:
-            pass
-    if value := lowered.get("retry-after"):
-        try:
-            return max(float(value), 0.0)
-        except ValueError:
-            parsed = email.utils.parsedate_to_datetime(value) if value else None
-            if parsed is not None:
-                return max(parsed.timestamp() - time.time(), 0.0)
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        return max(when.timestamp() - time.time(), 0.0)
     return None
+
+
+def _finite(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _error_code(body: Any) -> str | None:

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..log import get_logger
-from .base import ProviderError, error_from_openai, scrub_secrets
+from .base import ProviderError, clean_api_key, error_from_openai, scrub_secrets
 from .factory import PROVIDER_ENV_VARS
 
 logger = get_logger(__name__)
@@ -222,11 +222,8 @@ class OpenAIEmbeddingProvider(_OpenAISDKEmbeddingProvider):
     ):
         import openai
 
-        if not api_key:
-            raise ValueError(
-                "openai embeddings need an API key (OPENAI_API_KEY); a local OpenAI-compatible "
-                "server that ignores keys accepts any non-empty value"
-            )
+        # A local OpenAI-compatible server that ignores keys accepts any non-empty value.
+        api_key = clean_api_key(api_key, "openai embeddings", "OPENAI_API_KEY")
         self.name = name or self.name
         self.default_model = default_model or self.default_model
         self.default_token_limit = token_limit
@@ -255,8 +252,7 @@ class AzureEmbeddingProvider(_OpenAISDKEmbeddingProvider):
     ):
         import openai
 
-        if not api_key:
-            raise ValueError("azure embeddings need an API key (AZURE_OPENAI_API_KEY)")
+        api_key = clean_api_key(api_key, "azure embeddings", "AZURE_OPENAI_API_KEY")
         if not endpoint:
             raise ValueError(
                 "azure embeddings need an endpoint (AZURE_OPENAI_ENDPOINT), "

@@ -18,8 +18,10 @@ from .base import (
     Message,
     ProviderError,
     ProviderResponse,
+    clean_api_key,
     error_from_http,
     error_from_httpx,
+    scrub_secrets,
 )
 from .openai_compatible import DEFAULT_TIMEOUT_S, parse_chat_completion
 
@@ -40,8 +42,7 @@ class HyperbolicProvider(BaseLLMProvider):
         timeout: float = DEFAULT_TIMEOUT_S,
         max_connections: int = 256,
     ):
-        if not api_key:
-            raise ValueError("hyperbolic: api_key is required (set HYPERBOLIC_API_KEY)")
+        api_key = clean_api_key(api_key, "hyperbolic", "HYPERBOLIC_API_KEY")
         self._model = model
         self._api_key = api_key
         self.base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
@@ -87,9 +88,7 @@ class HyperbolicProvider(BaseLLMProvider):
         return response
 
     def _scrub(self, error: ProviderError) -> ProviderError:
-        error.message = error.message.replace(self._api_key, "***")
-        error.args = (error.message,)
-        return error
+        return scrub_secrets(error, (self._api_key,))
 
     async def aclose(self) -> None:
         await self._client.aclose()

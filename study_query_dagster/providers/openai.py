@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from .base import clean_api_key
 from .openai_compatible import DEFAULT_TIMEOUT_S, OpenAICompatibleProvider
 
 DEFAULT_MODEL = "gpt-4o-mini"
@@ -22,8 +23,7 @@ class OpenAIProvider(OpenAICompatibleProvider):
     ):
         import openai
 
-        if not api_key:
-            raise ValueError("openai: api_key is required (set OPENAI_API_KEY)")
+        api_key = clean_api_key(api_key, "openai", "OPENAI_API_KEY")
         client = openai.AsyncOpenAI(
             api_key=api_key,
             base_url=base_url or None,
