@@ -14,10 +14,16 @@ from ..services.study import StudyService
 from .inference import inference_run
 from .migration import migrated_raw_calls
 
-# After any upstream materialization (an inference run of any prompt set, a migration), once
-# nothing upstream is still running; and once at first, so the UI is never empty.
+# Once when the asset is new, so the UI is never empty, and after any upstream
+# materialization (an inference run of any prompt set, a migration) since this asset was last
+# requested, once nothing upstream is running. `since_last_handled` keeps an update that
+# arrived mid-run pending instead of forgetting it; `newly_missing` fires once, so an asset
+# whose materialization fails is not relaunched on every tick.
 REFRESH = (
-    (dg.AutomationCondition.any_deps_updated() | dg.AutomationCondition.missing())
+    (
+        dg.AutomationCondition.newly_missing()
+        | dg.AutomationCondition.any_deps_updated().since_last_handled()
+    )
     & ~dg.AutomationCondition.in_progress()
     & ~dg.AutomationCondition.any_deps_in_progress()
 ).with_label("after new calls")

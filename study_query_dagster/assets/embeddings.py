@@ -12,10 +12,11 @@ from ..services.study_runs import (
     EMBEDDING_GROUP,
     answer_embeddings,
     embed_run_answers,
+    run_prompt_set,
     successful_answers,
 )
 from .inference import _run_group_for_check, inference_run, root_run_id
-from .prompts import PROMPT_SETS, load_stored_prompt_set
+from .prompts import PROMPT_SETS
 
 
 def embedding_target(ps, embedding: EmbeddingResource) -> tuple[str, str | None]:
@@ -39,12 +40,11 @@ def response_embeddings(
 
 
 def _embed_answers(context, database, embedding) -> dg.MaterializeResult:
-    name = context.partition_key
     db = database.get_connection()
-    _, ps, _ = load_stored_prompt_set(db, name)
+    run_group = _run_group_for_check(context, db)
+    ps = run_prompt_set(run_group)
     if not ps.embed.enabled:
         return dg.MaterializeResult(metadata={"embedded": 0, "note": "embed is off for this set"})
-    run_group = _run_group_for_check(context, db)
     provider, model = embedding_target(ps, embedding)
 
     async def embed():
@@ -85,15 +85,17 @@ def _embed_answers(context, database, embedding) -> dg.MaterializeResult:
 def _stored_embeddings(context, database: DatabaseResource, embedding: EmbeddingResource):
     """(prompt set, answers, call ids without embedding, stored embeddings) for the run."""
     db = database.get_connection()
-    _, ps, _ = load_stored_prompt_set(db, context.partition_key)
+    run_group = _run_group_for_check(context, db)
+    ps = run_prompt_set(run_group)
     if not ps.embed.enabled:
         return ps, 0, [], {}
-    run_group = _run_group_for_check(context, db)
     provider, model = embedding_target(ps, embedding)
     # Hashing needs no call; the service applies the same normalisation and truncation.
     service = embedding.create_service(db, provider=provider, model=model, truncate=True)
-    missing, stored = answer_embeddings(db, run_group.id, service)
-    asyncio.run(service.aclose())
+    try:
+        missing, stored = answer_embeddings(db, run_group.id, service)
+    finally:
+        asyncio.run(service.aclose())
     return ps, len(successful_answers(db, run_group.id)), missing, stored
 
 

@@ -20,6 +20,7 @@ from ..services.study_runs import (
     load_item_state,
     missing_items,
     run_group_name,
+    run_prompt_set,
     summarize_run,
 )
 from .prompts import PROMPT_SETS, load_stored_prompt_set, missing_credentials, prompt_set
@@ -101,20 +102,30 @@ def inference_run(
 def _run_prompt_set(context, database, llm, embedding) -> dg.MaterializeResult:
     name = context.partition_key
     db = database.get_connection()
-    prompt_set_group_id, ps, content_hash = load_stored_prompt_set(db, name)
+    prompt_set_group_id, stored, content_hash = load_stored_prompt_set(db, name)
+    root = root_run_id(context)
+    group_name = run_group_name(name, root)
+    with db.session_scope() as session:
+        existing = RawCallRepository(session).find_group(RUN_GROUP, group_name)
+    # A re-execution finishes the version its run started with, even if the file changed since.
+    ps = run_prompt_set(existing) if existing is not None else stored
     problems = missing_credentials(ps, llm, embedding)
     if problems:  # before any call: nothing is sent, nothing is written
         raise dg.Failure(f"prompt set {name!r} cannot run here: " + "; ".join(problems))
-
-    root = root_run_id(context)
-    with db.session_scope() as session:
-        run_group_id = RawCallRepository(session).get_or_create_group(
-            RUN_GROUP,
-            run_group_name(name, root),
-            description=f"Dagster run {root} of prompt set {name}",
-            metadata_json={"prompt_set": name, "content_hash": content_hash,
-                           "root_run_id": root, "prompt_set_group_id": prompt_set_group_id},
-        )  # fmt: skip
+    if existing is not None:
+        run_group_id = existing.id
+    else:
+        with db.session_scope() as session:
+            run_group_id = RawCallRepository(session).get_or_create_group(
+                RUN_GROUP,
+                group_name,
+                description=f"Dagster run {root} of prompt set {name}",
+                metadata_json={
+                    "prompt_set": name, "content_hash": content_hash, "root_run_id": root,
+                    "prompt_set_group_id": prompt_set_group_id,
+                    "content": stored.model_dump(mode="json", exclude_defaults=True),
+                },
+            )  # fmt: skip
 
     report = asyncio.run(
         execute_prompt_set(
@@ -156,8 +167,8 @@ def _run_group_for_check(context, db):
 def every_request_captured(context: dg.AssetCheckExecutionContext, database: DatabaseResource):
     """Each expected item (prompt x target x sample) has a raw_calls row in the run."""
     db = database.get_connection()
-    _, ps, _ = load_stored_prompt_set(db, context.partition_key)
     group = _run_group_for_check(context, db)
+    ps = run_prompt_set(group)
     missing = missing_items(db, ps, group.id)
     return dg.AssetCheckResult(
         passed=not missing,
@@ -209,7 +220,9 @@ def raw_calls_are_immutable(context: dg.AssetCheckExecutionContext, database: Da
                 text("UPDATE raw_calls SET status = status WHERE id = :id"), {"id": call_id}
             )
         except DBAPIError as exc:
-            refused, message = True, str(exc.orig).strip().splitlines()[0]
+            message = str(exc.orig).strip().splitlines()[0]
+            # Refused by the append-only guard, not by something else (e.g. a locked database).
+            refused = "append-only" in message
         finally:
             if savepoint.is_active:
                 savepoint.rollback()

@@ -86,6 +86,14 @@ def load_item_state(db: DatabaseConnection, run_group_id: int) -> ItemState:
     return state
 
 
+def run_prompt_set(group: Group) -> PromptSet:
+    """The prompt set a run was started with (stored in its group when the run began)."""
+    content = (group.metadata_json or {}).get("content")
+    if content is None:
+        raise ValueError(f"run group {group.name!r} does not record its prompt set")
+    return PromptSet.model_validate(content)
+
+
 def find_run_group(db: DatabaseConnection, prompt_set_name: str, root_run_id: str | None) -> Group:
     """The run group of this root run if it exists, else the newest run of the prompt set."""
     with db.session_scope() as session:
@@ -96,7 +104,10 @@ def find_run_group(db: DatabaseConnection, prompt_set_name: str, root_run_id: st
                 return group
         group = session.scalars(
             select(Group)
-            .where(Group.group_type == RUN_GROUP, Group.name.like(f"{prompt_set_name}/%"))
+            .where(
+                Group.group_type == RUN_GROUP,
+                Group.name.startswith(f"{prompt_set_name}/", autoescape=True),
+            )
             .order_by(Group.id.desc())
             .limit(1)
         ).first()
@@ -137,9 +148,11 @@ async def execute_prompt_set(
     items = prompt_set.work_items()
     hashes = {item.key: item_request_hash(item) for item in items}
     before = load_item_state(db, run_group_id)
-    pending = [i for i in items if hashes[i.key] not in before.succeeded]
+    # Done: succeeded, or refused for good (content filter, 400) - sending again would only
+    # pay for the same refusal.
+    pending = [i for i in items if before.outcome(hashes[i.key]) not in ("success", "final")]
     logger.info(
-        "run group %s: %d items, %d already succeeded, %d to send",
+        "run group %s: %d items, %d already done, %d to send",
         run_group_id, len(items), len(items) - len(pending), len(pending),
     )  # fmt: skip
 
