@@ -27,6 +27,7 @@ def test_reexecution_from_failure_sends_only_unfinished_items(
     monkeypatch.setenv("SQD_TEST_DB_URL", db_url)
     monkeypatch.setenv("SQD_TEST_PROMPT_DIR", str(prompt_dir))
     monkeypatch.setenv("SQD_TEST_LLM_URL", llm_server.url)
+
     # "beta" is down for the whole first run (every attempt gets a 503); "delta" is refused
     # by the content filter, which is an answer, not something to send again.
     def first_faults(request):
@@ -50,7 +51,9 @@ def test_reexecution_from_failure_sends_only_unfinished_items(
         llm_server.fault_fn = None
         # The set gains a prompt and is stored again before the re-execution, which still
         # finishes the version its run started with.
-        edited = SET.replace("    targets:", '      - {id: e, text: "epsilon question"}\n    targets:')
+        edited = SET.replace(
+            "    targets:", '      - {id: e, text: "epsilon question"}\n    targets:'
+        )
         write_prompt_set(prompt_dir, "resume", edited)
         stored = dg.execute_job(
             job, instance, tags={"dagster/partition": "resume"},

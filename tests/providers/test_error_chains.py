@@ -75,7 +75,9 @@ async def test_a_bad_retry_after_still_retries(llm_server):
     provider = ProviderFactory.create(
         "openai", api_key="k", model="m", base_url=llm_server.openai_base_url
     )
-    service = InferenceService(provider, None, initial_wait=0.01, max_wait=0.02, close_provider=True)
+    service = InferenceService(
+        provider, None, initial_wait=0.01, max_wait=0.02, close_provider=True
+    )
     async with service:
         result = await service.run_inference("hello")
     assert result["status"] == "success" and result["metadata"]["attempts"] == 2
