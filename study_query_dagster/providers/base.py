@@ -117,21 +117,28 @@ def to_messages(prompt: str | None = None, messages: list[Message] | None = None
     return [{"role": "user", "content": prompt}]
 
 
-# Keys that would put a credential into a request body or capture; refused in call params.
-FORBIDDEN_PARAMS = frozenset(
-    {"api_key", "api-key", "authorization", "headers", "extra_headers", "extra_query",
-     "http_client", "stream"}
-)  # fmt: skip
+# Call params that are refused before any call, and why.
+_SECRET = "credentials and transport belong in the provider's configuration"
+FORBIDDEN_PARAMS = {
+    **dict.fromkeys(
+        ["api_key", "api-key", "authorization", "headers", "extra_headers", "extra_query",
+         "http_client"],
+        _SECRET,
+    ),
+    "stream": "streaming is not supported",
+    # n > 1 returns several choices in one call; only one would be captured and tokens
+    # would be misattributed. Samples are separate calls.
+    "n": "one call captures one answer: use samples (run_sampling) for several",
+}  # fmt: skip
 
 
 def check_params(params: Mapping[str, Any]) -> None:
-    """Refuse call params that would leak a secret or change the transport (before any call)."""
+    """Refuse call params that would leak a secret, change the transport or return several
+    answers at once (before any call)."""
     bad = sorted(k for k in params if k.lower() in FORBIDDEN_PARAMS)
     if bad:
-        raise ValueError(
-            f"call parameter(s) {bad} are not allowed: credentials belong in the provider's "
-            "configuration and streaming is not supported"
-        )
+        reasons = "; ".join(f"{k}: {FORBIDDEN_PARAMS[k.lower()]}" for k in bad)
+        raise ValueError(f"call parameter(s) {bad} are not allowed ({reasons})")
 
 
 class BaseLLMProvider(ABC):

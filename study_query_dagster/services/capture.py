@@ -57,7 +57,7 @@ class CaptureWriter:
         self._task: asyncio.Task | None = None
         # One writer thread: transactions never race each other, and the write in progress
         # (`_current`) is known, so flush_sync() can wait for it.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="capture")
+        self._executor: ThreadPoolExecutor | None = None  # started on first use, see close()
         self._current: tuple[Future, list[_Item]] | None = None
         self._write_lock = threading.Lock()
         self.flushes = 0
@@ -91,16 +91,15 @@ class CaptureWriter:
         try:
             while self._pending:
                 batch, self._pending = self._pending, []
+                if self._executor is None:
+                    self._executor = ThreadPoolExecutor(1, thread_name_prefix="capture")
                 future = self._executor.submit(self._write, batch)
                 self._current = (future, batch)
                 try:
                     # Shielded: a cancelled loop must not cancel a transaction mid-way.
                     ids = await asyncio.shield(asyncio.wrap_future(future))
                 except Exception as exc:
-                    logger.error(
-                        "capture of %d row(s) failed: %s", len(batch), db_error_reason(exc)
-                    )
-                    _settle(batch, error=exc)
+                    self._failed(batch, exc)
                 else:
                     _settle(batch, ids=ids)
         except asyncio.CancelledError:
@@ -113,7 +112,11 @@ class CaptureWriter:
         if self._current is not None:
             future, running = self._current
             wait_futures([future])  # the background write in progress, if any
-            if not future.cancelled() and future.exception() is None:
+            if future.cancelled():
+                pass
+            elif future.exception() is not None:
+                self._failed(running, future.exception())
+            else:
                 _settle(running, ids=future.result())
         batch, self._pending = self._pending, []
         if not batch:
@@ -121,10 +124,15 @@ class CaptureWriter:
         try:
             ids = self._write(batch)
         except Exception as exc:
-            logger.error("capture of %d row(s) failed: %s", len(batch), db_error_reason(exc))
-            _settle(batch, error=exc)
+            self._failed(batch, exc)
         else:
             _settle(batch, ids=ids)
+
+    @staticmethod
+    def _failed(batch: list[_Item], exc: BaseException) -> None:
+        if any(item.future is not None and not item.future.done() for item in batch):
+            logger.error("capture of %d row(s) failed: %s", len(batch), db_error_reason(exc))
+        _settle(batch, error=exc)
 
     def flush_soon(self) -> None:
         """Flush synchronously on the loop's next turn: calls cancelled together (a batch)
@@ -133,9 +141,11 @@ class CaptureWriter:
             asyncio.get_running_loop().call_soon(self.flush_sync)
 
     def close(self) -> None:
-        """Write what is pending and stop the writer thread."""
+        """Write what is pending and stop the writer thread (a later submit starts a new one)."""
         self.flush_sync()
-        self._executor.shutdown(wait=True)
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
 
     def _write(self, batch: list[_Item]) -> list[int]:
         with self._write_lock, self.db.session_scope() as session:

@@ -37,7 +37,7 @@ from ..log import get_logger
 from ..providers.base import BaseLLMProvider, Message, ProviderError, check_params, to_messages
 from .capture import CaptureWriter, Membership
 from .preprocessing import PromptPreprocessor
-from .pricing import estimate_cost
+from .pricing import estimate_cost, get_price_table
 from .rate_limits import TokenBucket
 
 logger = get_logger(__name__)
@@ -48,8 +48,6 @@ RESERVED_METADATA_KEYS = frozenset(
     {"request_hash", "attempts", "attempt_errors", "sample_index", "preprocessing", "cost_usd",
      "provider_request_id", "response_model", "elapsed_ms"}
 )  # fmt: skip
-# Keys added to a *result's* metadata (not stored).
-RESULT_ONLY_KEYS = frozenset({"cached", "cached_call_id", "deduplicated", "group_id"})
 
 
 def _canonical_json(value: Any) -> str:
@@ -165,6 +163,7 @@ class InferenceService:
             from ..config import get_settings
 
             max_retry_after = get_settings().llm_max_retry_after_s
+        get_price_table()  # a bad PRICING_FILE fails here, not after the first paid answer
         self.provider = provider
         self.provider_name = provider.get_provider_name()
         self.db = db
@@ -276,10 +275,10 @@ class InferenceService:
         )  # fmt: skip
 
     async def aclose(self) -> None:
-        """Write anything still pending (calls normally return only once captured); close the
-        provider too if the service owns it (`close_provider`)."""
+        """Write anything still pending (calls normally return only once captured) and stop
+        the capture thread; close the provider too if the service owns it (`close_provider`)."""
         if self._writer is not None:
-            self._writer.flush_sync()
+            self._writer.close()
         if self.close_provider:
             await self.provider.aclose()
 
@@ -404,14 +403,21 @@ class InferenceService:
             for i, request in todo:
                 outcomes[i] = await self._run_shared(request, members(i))
 
+        workers = [
+            asyncio.ensure_future(worker())
+            for _ in range(min(len(requests), 2 * self.max_concurrency))
+        ]
         try:
-            await asyncio.gather(
-                *(worker() for _ in range(min(len(requests), 2 * self.max_concurrency)))
-            )
-        except asyncio.CancelledError:
+            await asyncio.gather(*workers)
+        except BaseException as exc:
+            # Cancelled, or a worker failed (its row could not be captured): stop the other
+            # workers too, so that no call is sent after the batch has given up.
+            for task in workers:
+                task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
             self._flush_sync()
-            logger.warning("batch group=%s cancelled after %.1f s", gid,
-                           time.perf_counter() - started)  # fmt: skip
+            logger.warning("batch group=%s stopped after %.1f s: %s", gid,
+                           time.perf_counter() - started, type(exc).__name__)  # fmt: skip
             raise
         results = BatchResults(o.result for o in outcomes if o is not None)
         results.group_id = gid

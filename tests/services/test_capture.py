@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,23 @@ async def test_rows_are_on_disk_before_the_batch_returns(db_url, provider):
     assert count_rows(db_url) == 40  # a fresh connection sees every row at once
     with db.session_scope() as session:
         assert len(RawCallRepository(session).get_group_members(results.group_id)) == 40
+    db.dispose()
+
+
+async def test_closing_the_service_stops_its_capture_thread_and_reopening_works(db_url, provider):
+    def capture_threads() -> int:
+        return sum(t.name.startswith("capture") for t in threading.enumerate())
+
+    db = DatabaseConnection(db_url)
+    before = capture_threads()
+    service = InferenceService(provider, db)
+    async with service:
+        await service.run_batch(["one", "two"])
+        assert capture_threads() == before + 1
+    assert capture_threads() == before  # a long-lived process does not collect idle threads
+    await service.run_inference("three")  # used again after close: a new thread, same rows
+    await service.aclose()
+    assert count_rows(db_url) == 3 and capture_threads() == before
     db.dispose()
 
 

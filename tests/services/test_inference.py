@@ -1,9 +1,11 @@
 """InferenceService against the loopback server with capture on SQLite and PostgreSQL."""
 
 import asyncio
+import sqlite3
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 
 from study_query_dagster.db import Group, RawCall, RawCallRepository
 from study_query_dagster.providers import OfflineProvider, OpenAIProvider, ProviderError
@@ -201,6 +203,29 @@ async def test_run_batch_keeps_order_and_failed_items_do_not_stop_it(db, provide
         assert group.group_type == "batch" and group.metadata_json["size"] == 10
 
 
+async def test_a_batch_whose_calls_cannot_be_captured_stops_every_worker(
+    sqlite_db, provider, llm_server
+):
+    # At the 5th request the table disappears (as if the database broke) and answers slow
+    # down: the batch must raise the database error with no call left running behind it.
+    def break_capture(request):
+        if llm_server.count() == 5:
+            with sqlite3.connect(sqlite_db.url.database) as conn:
+                conn.execute("ALTER TABLE raw_calls RENAME TO raw_calls_gone")
+        return Fault(kind="slow", hang_s=0.2) if llm_server.count() > 5 else None
+
+    llm_server.fault_fn = break_capture
+    with pytest.raises(OperationalError, match="no such table: raw_calls"):
+        await service(provider, sqlite_db, max_concurrency=4).run_batch(
+            [f"prompt {i}" for i in range(200)]
+        )
+    workers = [
+        t for t in asyncio.all_tasks() if t.get_coro().__qualname__.endswith("<locals>.worker")
+    ]
+    assert workers == []
+    assert llm_server.count() < 20
+
+
 async def test_run_batch_into_an_existing_or_named_group_with_item_metadata(db, provider):
     svc = service(provider, db)
     with db.session_scope() as session:
@@ -293,6 +318,7 @@ async def test_nul_characters_are_stored_as_replacement_characters(db, provider,
         ({"prompts": ["ok", {"messages": [{"content": "no role"}]}]}, r"prompts\[1\].*'role'"),
         ({"prompts": ["ok"], "extra_metadata": {"request_hash": "x"}}, "may not set"),
         ({"prompts": ["ok"], "api_key": "sk-leak"}, "not allowed"),
+        ({"prompts": ["ok"], "n": 3}, r"\['n'\] are not allowed.*use samples"),
         ({"prompts": ["ok"], "temperature": object()}, "JSON-serialisable"),
         ({"prompts": ["ok"], "group_id": 999_999}, "group_id 999999 does not exist"),
         ({"prompts": [{"prompt": "x", "sample_index": -1}]}, "sample_index"),

@@ -2,6 +2,9 @@ import json
 
 import pytest
 
+from study_query_dagster.config import get_settings
+from study_query_dagster.providers import OfflineProvider
+from study_query_dagster.services import InferenceService
 from study_query_dagster.services.pricing import PriceTable, get_price_table
 
 
@@ -45,3 +48,17 @@ def test_bad_user_file_names_file_and_field(tmp_path, content, message):
     with pytest.raises(ValueError, match=message) as caught:
         PriceTable.load(path)
     assert str(path) in str(caught.value)
+
+
+def test_a_bad_pricing_file_fails_when_the_service_is_built(tmp_path, monkeypatch):
+    """Not after the first paid answer, when its cost is estimated."""
+    path = tmp_path / "prices.json"
+    path.write_text("{")
+    monkeypatch.setenv("PRICING_FILE", str(path))
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(ValueError, match="not valid JSON"):
+            InferenceService(OfflineProvider())
+    finally:
+        monkeypatch.delenv("PRICING_FILE")
+        get_settings.cache_clear()
