@@ -7,6 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+from dotenv import load_dotenv
+
 from .config import get_settings
 from .db import DatabaseConnection
 from .log import configure_logging, get_logger
@@ -105,6 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("init", help="create the Dagster home and the app database if missing")
     sub.add_parser("materialize", help="materialize every prompt set headless")
     args = parser.parse_args(argv)
+    # As `dagster dev` does: the resources read os.environ (dg.EnvVar), so `.env` must be in
+    # it, not only in Settings. Variables already set win.
+    load_dotenv(Path.cwd() / ".env", override=False)
+    get_settings.cache_clear()
     configure_logging(get_settings().log_level)
     return {"init": cmd_init, "materialize": cmd_materialize}[args.command](args)
 

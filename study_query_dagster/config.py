@@ -1,5 +1,6 @@
-"""Settings read from the environment and an optional `.env` file: the one place that knows
-variable names. Every variable is documented in `.env.example`."""
+"""Settings read from the environment and an optional `.env` file, for the services and the
+CLI. definitions.py maps the same variables onto the Dagster resources (as `dg.EnvVar`, so
+the UI shows names, not values). Every variable is documented in `.env.example`."""
 
 from __future__ import annotations
 

@@ -51,11 +51,12 @@ def migrated_raw_calls(
     """Copies every v1 row not yet migrated into raw_calls, streamed in chunks; each v1
     batch_id becomes a `batch` group. Idempotent and incremental through the migration ledger:
     a re-run imports only new rows."""
-    result = migrate_v1_to_v2(
-        legacy_database.source_url(),
-        database.get_connection(),
-        on_chunk=lambda r: context.log.info(f"migrated {r.migrated} rows so far"),
-    )
+    with database.failures("the migration", resume="rows already migrated are not copied again"):
+        result = migrate_v1_to_v2(
+            legacy_database.source_url(),
+            database.get_connection(),
+            on_chunk=lambda r: context.log.info(f"migrated {r.migrated} rows so far"),
+        )
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": result.already_migrated + result.migrated,

@@ -36,7 +36,7 @@ def missing_credentials(
             )
     if prompt_set.embed.enabled:
         provider = prompt_set.embed.provider or embedding.provider
-        missing = embedding.missing_env_vars(provider)
+        missing = embedding.missing_env_vars(provider, prompt_set.embed.model)
         if missing:
             problems.append(f"{where}embed (provider {provider}): set {', '.join(missing)}")
     return problems

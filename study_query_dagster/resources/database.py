@@ -54,9 +54,14 @@ class DatabaseResource(dg.ConfigurableResource):
         return shared_connection(self.url, migrate=True)
 
     @contextmanager
-    def failures(self, during: str) -> Iterator[None]:
+    def failures(
+        self,
+        during: str,
+        resume: str = "items that already succeeded are not sent again",
+    ) -> Iterator[None]:
         """Fail the step with what happened and what to do when the database is lost or
-        refuses connections (instead of a driver traceback with SQL and row parameters)."""
+        refuses connections (instead of a driver traceback with SQL and row parameters);
+        `resume` says what a re-execution keeps."""
         try:
             yield
         except (OperationalError, InterfaceError) as exc:
@@ -66,8 +71,7 @@ class DatabaseResource(dg.ConfigurableResource):
                 description=(
                     f"The app database ({where}) failed during {during}: {reason}. Calls "
                     "captured before the failure are kept. Once the database is reachable again, "
-                    "re-execute this run from failure: items that already succeeded are not "
-                    "sent again."
+                    f"re-execute this run from failure: {resume}."
                 ),
                 metadata={"database": where, "database_error": reason},
             ) from exc

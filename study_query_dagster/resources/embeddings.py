@@ -32,7 +32,9 @@ class EmbeddingResource(dg.ConfigurableResource):
             args["base_url"] = settings.base_url
         return args
 
-    def missing_env_vars(self, provider: str | None = None) -> list[str]:
+    def missing_env_vars(self, provider: str | None = None, model: str | None = None) -> list[str]:
+        """What must be set before `provider` can embed with `model` (default: this
+        resource's). Azure has no default model: its deployment must be named."""
         provider = provider or self.provider
         if provider not in EMBED_REQUIRED:
             raise dg.Failure(
@@ -40,7 +42,10 @@ class EmbeddingResource(dg.ConfigurableResource):
                 f"{', '.join(sorted(EMBED_REQUIRED))}"
             )
         args = self._provider_args(provider)
-        return [env for arg, env in EMBED_REQUIRED[provider].items() if not args.get(arg)]
+        missing = [env for arg, env in EMBED_REQUIRED[provider].items() if not args.get(arg)]
+        if provider == "azure" and not (model or self.model):
+            missing.append("EMBEDDING_MODEL (the Azure deployment)")
+        return missing
 
     def create_service(
         self,
@@ -52,7 +57,7 @@ class EmbeddingResource(dg.ConfigurableResource):
     ) -> EmbeddingService:
         """An EmbeddingService for `provider`/`model` (default: this resource's)."""
         provider = provider or self.provider
-        missing = self.missing_env_vars(provider)
+        missing = self.missing_env_vars(provider, model)
         if missing:
             raise dg.Failure(
                 f"embedding provider {provider!r} is not configured: set {', '.join(missing)}"

@@ -145,6 +145,22 @@ def test_migration_asset_checks_and_incremental_rerun(db_url, tmp_path):
         assert "batch-b" in batch_check.metadata["report"].value
 
 
+def test_an_unreachable_app_database_fails_the_migration_clearly(tmp_path):
+    legacy = create_v1_sqlite(tmp_path / "v1.db", legacy_rows(3))
+    # Nothing listens on port 1: the connection is refused.
+    unreachable = "postgresql://study:s3cret-pw@127.0.0.1:1/app"
+    resources = make_resources(unreachable, tmp_path / "sets", legacy_url=f"sqlite:///{legacy}")
+    with dg.instance_for_test() as instance:
+        result = run(resources, MIGRATION, instance)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    message = str(failure.event_specific_data.error)
+    where = "postgresql://study:***@127.0.0.1:1/app"
+    assert f"The app database ({where}) failed during the migration" in message
+    assert "rows already migrated are not copied again" in message
+    assert "s3cret-pw" not in message
+
+
 def test_legacy_sensor_observes_and_requests_migrations(tmp_path):
     with dg.instance_for_test() as instance:
         unset = legacy_database_sensor(dg.build_sensor_context(

@@ -153,6 +153,22 @@ def test_missing_credentials_fail_before_any_call(db_url, prompt_dir, llm_server
     assert llm_server.count() == 0 and count(db_url) == 0
 
 
+def test_an_azure_embedder_without_a_deployment_fails_the_check(db_url, prompt_dir, llm_server):
+    # Azure has credentials here, but no embedding deployment named anywhere.
+    write_prompt_set(prompt_dir, "qa", QA.replace("embed: on", "embed: {provider: azure}"))
+    resources = make_resources(db_url, prompt_dir, llm_server.url)
+    result = materialize(resources, "qa")
+    check = checks(result)["prompt_set_is_valid"]
+    assert not check.passed
+    assert "embed (provider azure): set EMBEDDING_MODEL" in check.description
+    assert llm_server.count() == 0 and count(db_url) == 0
+
+    # Named in the prompt set, it is enough.
+    named = QA.replace("embed: on", "embed: {provider: azure, model: my-embedding-deployment}")
+    write_prompt_set(prompt_dir, "qa", named)
+    assert checks(materialize(resources, "qa"))["prompt_set_is_valid"].passed
+
+
 def test_malformed_file_fails_with_file_line_and_field(resources, prompt_dir, db_url):
     path = write_prompt_set(prompt_dir, "qa", QA.replace("{id: sea,", "{id: sky,"))
     result = materialize(resources, "qa")
