@@ -29,6 +29,9 @@ class ConversationService:
         inference: InferenceService | BaseLLMProvider,
         db: DatabaseConnection | None = None,
     ):
+        # An InferenceService built here is ours to close (aclose); the provider stays the
+        # caller's.
+        self._owns_inference = isinstance(inference, BaseLLMProvider)
         if isinstance(inference, BaseLLMProvider):
             inference = InferenceService(inference, db)
         self.inference = inference
@@ -38,6 +41,17 @@ class ConversationService:
         self._history: dict[str, list[Message]] = {}
         self._group_ids: dict[str, int] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+
+    async def aclose(self) -> None:
+        """Close the InferenceService this service built (not one it was given)."""
+        if self._owns_inference:
+            await self.inference.aclose()
+
+    async def __aenter__(self) -> ConversationService:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.aclose()
 
     async def start(
         self,

@@ -3,6 +3,7 @@
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 
@@ -131,3 +132,23 @@ async def test_a_conversation_resumed_in_a_new_process_continues_with_full_histo
     with db.session_scope() as session:
         repo = RawCallRepository(session)
         assert len(repo.get_group_members(repo.find_group("conversation", cid).id)) == 3
+
+
+async def test_closing_closes_the_service_it_built_but_not_the_callers(db):
+    def capture_threads() -> int:
+        return sum(t.name.startswith("capture") for t in threading.enumerate())
+
+    before = capture_threads()
+    provider = OfflineProvider()
+    async with ConversationService(provider, db) as chat:
+        cid = await chat.start("Be brief.")
+        await chat.send(cid, "hello")
+        assert capture_threads() == before + 1
+    assert capture_threads() == before  # its own InferenceService was closed
+
+    given = InferenceService(provider, db)
+    async with ConversationService(given) as chat:
+        await chat.send(await chat.start(), "hello")
+    assert capture_threads() == before + 1  # the caller's service is the caller's to close
+    await given.aclose()
+    assert capture_threads() == before
