@@ -25,11 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from ..log import get_logger
 from .base import ProviderError, clean_api_key, error_from_openai, scrub_secrets
 from .factory import PROVIDER_ENV_VARS
-
-logger = get_logger(__name__)
 
 ENCODING_FORMATS = ("float", "base64")
 # OpenAI's documented per-input limit for text-embedding-3-* and ada-002 (Azure serves the same).

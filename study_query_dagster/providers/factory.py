@@ -59,7 +59,6 @@ PROVIDER_ENV_VARS: dict[str, dict[str, str]] = {
     name: {arg: Settings.model_fields[field].alias for arg, field in fields.items()}
     for name, fields in PROVIDER_SETTINGS.items()
 }
-TIMEOUT_ENV_VAR = Settings.model_fields["llm_timeout_s"].alias
 
 
 class ProviderConfigError(ValueError):

@@ -11,7 +11,6 @@ import time
 from functools import lru_cache
 from typing import Any
 
-from ..log import get_logger
 from .base import (
     BaseLLMProvider,
     Message,
@@ -20,8 +19,6 @@ from .base import (
     error_from_openai,
     scrub_secrets,
 )
-
-logger = get_logger(__name__)
 
 DEFAULT_TIMEOUT_S = 60.0
 
