@@ -14,18 +14,22 @@ from ..services.study import StudyService
 from .inference import inference_run
 from .migration import migrated_raw_calls
 
-# Once when the asset is new, so the UI is never empty, and after any upstream
-# materialization (an inference run of any prompt set, a migration) since this asset was last
-# requested, once nothing upstream is running. `since_last_handled` keeps an update that
-# arrived mid-run pending instead of forgetting it; `newly_missing` fires once, so an asset
-# whose materialization fails is not relaunched on every tick.
+AC = dg.AutomationCondition
+
+# Once when the asset is new, so the UI is never empty; then whenever an upstream asset (an
+# inference run of any prompt set, a migration) was updated after this asset was last
+# requested, once nothing upstream or here is running. The latch is reset by a request, and
+# only when nothing was updated since that request's tick: an update that lands while a
+# refresh is already running is not swallowed by it. (Dagster's `since_last_handled` also
+# resets on the asset's own materialization, which loses exactly that update.)
+# `newly_missing` fires once, so a refresh that fails is not relaunched until the next update.
 REFRESH = (
     (
-        dg.AutomationCondition.newly_missing()
-        | dg.AutomationCondition.any_deps_updated().since_last_handled()
+        AC.newly_missing()
+        | AC.any_deps_updated().since(AC.newly_requested() & ~AC.any_deps_updated())
     )
-    & ~dg.AutomationCondition.in_progress()
-    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~AC.in_progress()
+    & ~AC.any_deps_in_progress()
 ).with_label("after new calls")
 
 ANALYTICS = dict(

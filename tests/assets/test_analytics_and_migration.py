@@ -246,3 +246,22 @@ def test_analytics_refresh_after_new_inference_runs(db_url, tmp_path, llm_server
         assert run(resources, STUDY_ASSETS, instance, "duo").success  # a new inference run
         after = evaluate(quiet.cursor)
         assert requested(after) == sorted(analytics)
+        assert run(resources, ANALYTICS, instance).success
+        settled = evaluate(after.cursor)
+        assert requested(settled) == []
+
+        # A refresh that was already running when an inference run finished ends after it:
+        # its materialization must not swallow the update it may not have seen.
+        assert run(resources, STUDY_ASSETS, instance, "duo").success
+        assert run(resources, ANALYTICS, instance).success  # the refresh that was running
+        raced = evaluate(settled.cursor)
+        assert requested(raced) == sorted(analytics)
+
+        # The same, right after a request: the update arrives between the tick that requested
+        # the refresh and the next one (as in the daemon, where the requested run starts late).
+        assert run(resources, STUDY_ASSETS, instance, "duo").success
+        assert run(resources, ANALYTICS, instance).success
+        again = evaluate(raced.cursor)
+        assert requested(again) == sorted(analytics)
+        assert run(resources, ANALYTICS, instance).success
+        assert requested(evaluate(again.cursor)) == []
