@@ -9,7 +9,13 @@ from pydantic import Field
 from ..db import RawCallRepository
 from ..resources.database import DatabaseResource
 from ..resources.exports import ExportsResource
-from ..services.charts import markdown_image, provider_comparison_chart, time_series_chart
+from ..services.charts import (
+    bar_chart,
+    markdown_image,
+    model_labels,
+    provider_comparison_chart,
+    time_series_chart,
+)
 from ..services.study import StudyService
 from .inference import inference_run
 from .migration import migrated_raw_calls
@@ -142,7 +148,15 @@ def study_summary(
     """Totals over everything captured: calls, failures, tokens, latency, cost, date range,
     providers, and the Dagster runs that failed (recorded by the run-failure sensor)."""
     db = database.get_connection()
-    stats = StudyService(db).get_summary_stats()
+    study = StudyService(db)
+    stats = study.get_summary_stats()
+    per_model = study.get_provider_comparison()
+    outcomes_chart = bar_chart(
+        model_labels(per_model),
+        {"succeeded": list(per_model["success"]),
+         "failed, timed out or cancelled": list(per_model["calls"] - per_model["success"])},
+        title="Calls per model", ylabel="calls",
+    )  # fmt: skip
     with db.session_scope() as session:
         failures = [
             {
@@ -165,6 +179,9 @@ def study_summary(
     return dg.MaterializeResult(
         metadata={
             "summary": dg.MetadataValue.md("\n".join(lines)),
+            "chart": dg.MetadataValue.md(
+                markdown_image(outcomes_chart, "calls per model: succeeded and not")
+            ),
             "failed_runs": dg.MetadataValue.md(markdown_table(pd.DataFrame(failures))),
             "failed_runs_recorded": len(failures),
             **{
@@ -189,13 +206,20 @@ def study_summary(
 def recent_calls(
     context: dg.AssetExecutionContext, database: DatabaseResource, exports: ExportsResource
 ) -> dg.MaterializeResult:
-    """The 50 newest calls with their prompt, answer or error."""
+    """The 50 newest calls with their prompt, answer or error, and their latencies."""
     frame = StudyService(database.get_connection()).get_recent_inferences(limit=50)
     path = exports.write_csv("recent_calls", frame)
+    oldest_first = frame.iloc[::-1]
+    latency_chart = bar_chart(
+        [str(i) for i in oldest_first["id"]],
+        {"latency_ms": [None if pd.isna(v) else v for v in oldest_first["latency_ms"]]},
+        title="Latency of the newest calls (by call id)", ylabel="ms",
+    )  # fmt: skip
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": len(frame),
             "table": dg.MetadataValue.md(markdown_table(frame)),
+            "chart": dg.MetadataValue.md(markdown_image(latency_chart, "latency of recent calls")),
             "newest_call_id": int(frame["id"].max()) if not frame.empty else None,
             "csv": dg.MetadataValue.path(str(path)),
         }

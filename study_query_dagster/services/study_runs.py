@@ -148,9 +148,9 @@ async def execute_prompt_set(
     items = prompt_set.work_items()
     hashes = {item.key: item_request_hash(item) for item in items}
     before = load_item_state(db, run_group_id)
-    # Done: succeeded, or refused for good (content filter, 400) - sending again would only
-    # pay for the same refusal.
-    pending = [i for i in items if before.outcome(hashes[i.key]) not in ("success", "final")]
+    # Everything that has not succeeded is sent again, refusals included: a content filter
+    # may pass another sample, and a refused request is not billed.
+    pending = [i for i in items if hashes[i.key] not in before.succeeded]
     logger.info(
         "run group %s: %d items, %d already done, %d to send",
         run_group_id, len(items), len(items) - len(pending), len(pending),

@@ -70,11 +70,13 @@ def test_analytics_report_what_was_captured(db_url, tmp_path, llm_server):
 
     summary = metadata(result, "study_summary")
     assert (summary["total_calls"], summary["failures"]) == (12, 0)
+    assert png_from_markdown(summary["chart"])[:8] == b"\x89PNG\r\n\x1a\n"
     series = metadata(result, "usage_time_series")
     assert series["latest_bucket_calls"] == 12 and series["buckets"] == 1
     assert len(re.findall(r"data:image/png", series["charts"])) == 3
     recent = metadata(result, "recent_calls")
     assert recent["dagster/row_count"] == 12 and "first question here" in recent["table"]
+    assert png_from_markdown(recent["chart"])[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "provider_comparison.csv", "recent_calls.csv", "study_summary.csv",
         "usage_time_series_day.csv",

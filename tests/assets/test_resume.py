@@ -1,6 +1,6 @@
-"""Re-executing a failed run resumes it: successful calls and refusals are not repeated
-(counted at the server), only the items that did not finish are sent again, and the run keeps
-the prompt set it started with even if the file changed in between."""
+"""Re-executing a failed run resumes it: successful calls are not repeated (counted at the
+server), only the items that did not succeed are sent again, and the run keeps the prompt set
+it started with even if the file changed in between."""
 
 import dagster as dg
 
@@ -29,7 +29,7 @@ def test_reexecution_from_failure_sends_only_unfinished_items(
     monkeypatch.setenv("SQD_TEST_LLM_URL", llm_server.url)
 
     # "beta" is down for the whole first run (every attempt gets a 503); "delta" is refused
-    # by the content filter, which is an answer, not something to send again.
+    # by the content filter (an answer: alone it would not fail the run).
     def first_faults(request):
         if "beta" in str(request.body):
             return Fault(status=503)
@@ -68,17 +68,18 @@ def test_reexecution_from_failure_sends_only_unfinished_items(
         )
         assert second.success
         resent = [r.body["messages"][-1]["content"] for r in llm_server.requests[requests_before:]]
-        assert sorted(resent) == ["beta question"] * 4  # only the 4 unfinished items
+        # the items that did not succeed, each once; no success is repeated
+        assert sorted(resent) == ["beta question"] * 4 + ["delta question"] * 4
 
         run = next(
             e.materialization.metadata
             for e in second.get_asset_materialization_events()
             if e.asset_key.path == ["inference_run"]
         )
-        assert run["resumed_items_skipped"].value == 12 and run["items_sent"].value == 4
+        assert run["resumed_items_skipped"].value == 8 and run["items_sent"].value == 8
         # One run group holds both executions: 8 first successes, 4 refusals, 4 failed rows,
-        # 4 successes.
-        assert run["successes"].value == 12
+        # then 8 successes.
+        assert run["successes"].value == 16
         assert run["failures_by_type"].value == {"server_error": 4, "content_filter": 4}
         checks = {c.check_name: c.passed for c in second.get_asset_check_evaluations()}
         assert checks["every_request_captured"]
