@@ -32,15 +32,33 @@ class Settings(BaseSettings):
     azure_openai_endpoint: str | None = Field(None, alias="AZURE_OPENAI_ENDPOINT")
     azure_openai_deployment: str | None = Field(None, alias="AZURE_OPENAI_DEPLOYMENT")
     azure_openai_api_version: str = Field("2024-10-21", alias="AZURE_OPENAI_API_VERSION")
+    # Limits per provider, shared by all targets of a run that call it.
+    azure_openai_max_concurrency: int = Field(16, alias="AZURE_OPENAI_MAX_CONCURRENCY", ge=1)
+    azure_openai_requests_per_minute: int | None = Field(
+        None, alias="AZURE_OPENAI_REQUESTS_PER_MINUTE", ge=1
+    )
+    azure_openai_tokens_per_minute: int | None = Field(
+        None, alias="AZURE_OPENAI_TOKENS_PER_MINUTE", ge=1
+    )
 
     openai_api_key: SecretStr | None = Field(None, alias="OPENAI_API_KEY")
     openai_base_url: str | None = Field(None, alias="OPENAI_BASE_URL")
     openai_model: str = Field("gpt-4o-mini", alias="OPENAI_MODEL")
     openai_organization: str | None = Field(None, alias="OPENAI_ORGANIZATION")
+    openai_max_concurrency: int = Field(16, alias="OPENAI_MAX_CONCURRENCY", ge=1)
+    openai_requests_per_minute: int | None = Field(None, alias="OPENAI_REQUESTS_PER_MINUTE", ge=1)
+    openai_tokens_per_minute: int | None = Field(None, alias="OPENAI_TOKENS_PER_MINUTE", ge=1)
 
     hyperbolic_api_key: SecretStr | None = Field(None, alias="HYPERBOLIC_API_KEY")
     hyperbolic_base_url: str = Field("https://api.hyperbolic.xyz", alias="HYPERBOLIC_BASE_URL")
     hyperbolic_model: str = Field("meta-llama/Meta-Llama-3.1-8B-Instruct", alias="HYPERBOLIC_MODEL")
+    hyperbolic_max_concurrency: int = Field(16, alias="HYPERBOLIC_MAX_CONCURRENCY", ge=1)
+    hyperbolic_requests_per_minute: int | None = Field(
+        None, alias="HYPERBOLIC_REQUESTS_PER_MINUTE", ge=1
+    )
+    hyperbolic_tokens_per_minute: int | None = Field(
+        None, alias="HYPERBOLIC_TOKENS_PER_MINUTE", ge=1
+    )
 
     # Embeddings (providers/embeddings.py): which embedder, and its model (Azure: deployment).
     embedding_provider: str = Field("offline", alias="EMBEDDING_PROVIDER")

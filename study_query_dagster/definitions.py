@@ -37,7 +37,7 @@ from .automation import (
     prompt_set_sensor,
     record_failed_runs,
 )
-from .config import DEFAULT_DATABASE_URL
+from .config import DEFAULT_DATABASE_URL, get_settings
 from .jobs import adhoc_prompt_job, analytics_job, migration_job, study_job
 from .providers.factory import PROVIDER_ENV_VARS
 from .resources.database import DatabaseResource, LegacyDatabaseResource
@@ -52,13 +52,20 @@ def env(name: str, default=None):
     return dg.EnvVar(name) if os.environ.get(name) else default
 
 
+# Settings field prefix of each provider's limits (AZURE_OPENAI_MAX_CONCURRENCY, ...).
+LIMIT_PREFIXES = {"azure": "azure_openai", "openai": "openai", "hyperbolic": "hyperbolic"}
+
+
 def provider_settings(provider: str) -> ProviderSettings:
     names = PROVIDER_ENV_VARS[provider]
     fields = {"api_key": "api_key", "endpoint": "endpoint", "api_version": "api_version",
               "base_url": "base_url", "organization": "organization"}  # fmt: skip
-    return ProviderSettings(**{
-        field: env(names[arg]) for arg, field in fields.items() if arg in names
-    })  # fmt: skip
+    settings = {field: env(names[arg]) for arg, field in fields.items() if arg in names}
+    # Limits are not secrets: plain values, validated by Settings (a bad one names its variable).
+    configured = get_settings()
+    for limit in ("max_concurrency", "requests_per_minute", "tokens_per_minute"):
+        settings[limit] = getattr(configured, f"{LIMIT_PREFIXES[provider]}_{limit}")
+    return ProviderSettings(**settings)
 
 
 def build_resources() -> dict:

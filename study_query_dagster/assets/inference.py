@@ -12,6 +12,7 @@ from ..db import RawCallRepository
 from ..resources.database import DatabaseResource
 from ..resources.embeddings import EmbeddingResource
 from ..resources.providers import LLMProvidersResource
+from ..services.rate_limits import ProviderLimits
 from ..services.study_runs import (
     RUN_GROUP,
     RunSummary,
@@ -127,13 +128,20 @@ def _run_prompt_set(context, database, llm, embedding) -> dg.MaterializeResult:
                 },
             )  # fmt: skip
 
+    # Targets calling the same provider share its concurrency and RPM/TPM limits.
+    limits: dict[str, ProviderLimits] = {}
+
+    def make_service(provider: str, model: str):
+        shared = limits.setdefault(provider, llm.provider_limits(provider))
+        return llm.create_service(provider, model, db, limits=shared)
+
     report = asyncio.run(
         execute_prompt_set(
             db,
             ps,
             run_group_id=run_group_id,
             prompt_set_group_id=prompt_set_group_id,
-            make_service=lambda provider, model: llm.create_service(provider, model, db),
+            make_service=make_service,
             extra_metadata={"dagster_run_id": context.run.run_id, "dagster_root_run_id": root},
         )
     )

@@ -13,6 +13,7 @@ from ..db import DatabaseConnection
 from ..providers import BaseLLMProvider, ProviderFactory
 from ..providers.factory import PROVIDER_ENV_VARS, REQUIRED_SETTINGS
 from ..services import InferenceService
+from ..services.rate_limits import ProviderLimits
 
 # Supplied by a prompt set's target, not by the environment.
 TARGET_SUPPLIED = {"model", "deployment_name"}
@@ -26,7 +27,9 @@ class ProviderSettings(dg.Config):
     api_version: str | None = Field(None, description="Azure API version.")
     base_url: str | None = Field(None, description="OpenAI-compatible / Hyperbolic base URL.")
     organization: str | None = Field(None, description="OpenAI organization id.")
-    max_concurrency: int = Field(16, ge=1, description="Calls in flight at once, per target.")
+    max_concurrency: int = Field(
+        16, ge=1, description="Calls in flight at once to this provider, shared by a run's targets."
+    )
     requests_per_minute: int | None = Field(None, ge=1)
     tokens_per_minute: int | None = Field(None, ge=1)
 
@@ -87,11 +90,25 @@ class LLMProvidersResource(dg.ConfigurableResource):
     def create_provider(self, provider: str, model: str) -> BaseLLMProvider:
         return ProviderFactory.create(provider, **self._constructor_args(provider, model))
 
+    def provider_limits(self, provider: str) -> ProviderLimits:
+        """Fresh concurrency and RPM/TPM limits for `provider`, to share between services."""
+        settings = self._settings(provider)
+        return ProviderLimits(
+            settings.max_concurrency,
+            getattr(settings, "requests_per_minute", None),
+            getattr(settings, "tokens_per_minute", None),
+        )
+
     def create_service(
-        self, provider: str, model: str, db: DatabaseConnection | None
+        self,
+        provider: str,
+        model: str,
+        db: DatabaseConnection | None,
+        limits: ProviderLimits | None = None,
     ) -> InferenceService:
         """A service with its own provider client, closed when the service is (use it as
-        `async with`)."""
+        `async with`). Services given the same `limits` share them (one per provider in a
+        run); without, the service gets the provider's limits to itself."""
         settings = self._settings(provider)
         return InferenceService(
             self.create_provider(provider, model),
@@ -103,4 +120,5 @@ class LLMProvidersResource(dg.ConfigurableResource):
             requests_per_minute=getattr(settings, "requests_per_minute", None),
             tokens_per_minute=getattr(settings, "tokens_per_minute", None),
             close_provider=True,  # the provider is this service's own: closed with it
+            limits=limits,
         )

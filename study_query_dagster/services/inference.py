@@ -38,7 +38,7 @@ from ..providers.base import BaseLLMProvider, Message, ProviderError, check_para
 from .capture import CaptureWriter, Membership
 from .preprocessing import PromptPreprocessor
 from .pricing import estimate_cost, get_price_table
-from .rate_limits import TokenBucket
+from .rate_limits import ProviderLimits
 
 logger = get_logger(__name__)
 
@@ -135,6 +135,9 @@ class InferenceService:
     retryable `ProviderError`s are retried, with exponential backoff and jitter from
     `initial_wait` to `max_wait` seconds, or the server's Retry-After (capped at
     `max_retry_after`, default the LLM_MAX_RETRY_AFTER_S setting).
+
+    max_concurrency, requests_per_minute, tokens_per_minute: this service's own limits;
+    `limits` (a `ProviderLimits`) instead shares them with other services of one provider.
     """
 
     def __init__(
@@ -152,6 +155,7 @@ class InferenceService:
         preprocess: bool = False,
         preprocessor: PromptPreprocessor | None = None,
         close_provider: bool = False,
+        limits: ProviderLimits | None = None,
     ):
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0 (got {max_retries})")
@@ -177,8 +181,12 @@ class InferenceService:
         # built around a provider nobody else holds (LLMProvidersResource.create_service).
         self.close_provider = close_provider
         self.preprocessor = preprocessor or PromptPreprocessor()
-        self.rpm = TokenBucket(requests_per_minute) if requests_per_minute else None
-        self.tpm = TokenBucket(tokens_per_minute) if tokens_per_minute else None
+        # Shared limits (one provider, several services) replace the service's own.
+        self.limits = limits or ProviderLimits(
+            max_concurrency, requests_per_minute, tokens_per_minute
+        )
+        self.rpm, self.tpm = self.limits.rpm, self.limits.tpm
+        self.max_concurrency = self.limits.max_concurrency
         # initial_wait * 2^(n-1) plus up to initial_wait of jitter, at most max_wait.
         self._backoff = wait_exponential(multiplier=initial_wait, max=max_wait) + wait_random(
             0, initial_wait
@@ -375,11 +383,8 @@ class InferenceService:
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
             self._loop = loop
-            self._semaphore = asyncio.Semaphore(self.max_concurrency)
+            self._semaphore = self.limits.semaphore()
             self._inflight = {}
-            for bucket in (self.rpm, self.tpm):
-                if bucket is not None:
-                    bucket.reset_loop()
 
     async def _run_many(self, requests, group_id, group_type, group_name, group_meta):
         self._bind_loop()

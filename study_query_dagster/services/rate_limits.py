@@ -1,4 +1,5 @@
-"""Token buckets for requests-per-minute and tokens-per-minute limits.
+"""Token buckets for requests-per-minute and tokens-per-minute limits, and `ProviderLimits`:
+the buckets and the concurrency limit that several services calling one provider share.
 
 Hand-written rather than a library because tokens-per-minute needs debt: a request reserves
 an estimate before it is sent and is charged the real usage afterwards, which may push the
@@ -24,6 +25,7 @@ class TokenBucket:
         self._level = self.capacity
         self._updated = time.monotonic()
         self._lock: asyncio.Lock | None = None
+        self._lock_loop: asyncio.AbstractEventLoop | None = None
         self.waited_s = 0.0  # total time callers spent waiting, for reports
 
     def _refill(self) -> None:
@@ -31,16 +33,13 @@ class TokenBucket:
         self._level = min(self.capacity, self._level + (now - self._updated) * self.rate)
         self._updated = now
 
-    def reset_loop(self) -> None:
-        """Forget the lock bound to a previous event loop."""
-        self._lock = None
-
     async def acquire(self, amount: float = 1.0) -> float:
         """Take `amount` units (capped at capacity), waiting first-come first-served.
         Returns the amount taken."""
         amount = min(max(float(amount), 0.0), self.capacity)
-        if self._lock is None:
-            self._lock = asyncio.Lock()
+        loop = asyncio.get_running_loop()
+        if self._lock is None or self._lock_loop is not loop:  # a lock belongs to one loop
+            self._lock, self._lock_loop = asyncio.Lock(), loop
         async with self._lock:
             while True:
                 self._refill()
@@ -55,3 +54,30 @@ class TokenBucket:
         """Charge `delta` more units (negative refunds) after the real usage is known."""
         self._refill()
         self._level = min(self.capacity, self._level - delta)
+
+
+class ProviderLimits:
+    """Concurrency and RPM/TPM limits for one provider, shared by every `InferenceService`
+    given the same instance (e.g. all targets of a run that call that provider), so two
+    models on one account do not get twice the account's limits."""
+
+    def __init__(
+        self,
+        max_concurrency: int,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
+    ):
+        if max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be >= 1 (got {max_concurrency})")
+        self.max_concurrency = max_concurrency
+        self.rpm = TokenBucket(requests_per_minute) if requests_per_minute else None
+        self.tpm = TokenBucket(tokens_per_minute) if tokens_per_minute else None
+        self._semaphore: asyncio.Semaphore | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def semaphore(self) -> asyncio.Semaphore:
+        """The concurrency limit for the running event loop."""
+        loop = asyncio.get_running_loop()
+        if self._semaphore is None or self._loop is not loop:
+            self._semaphore, self._loop = asyncio.Semaphore(self.max_concurrency), loop
+        return self._semaphore

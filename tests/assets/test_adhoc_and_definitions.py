@@ -83,6 +83,29 @@ def test_definitions_validate_with_the_cli():
     assert "Validation successful" in done.stdout + done.stderr
 
 
+def test_provider_limits_come_from_the_environment():
+    script = (
+        "from study_query_dagster.definitions import build_resources\n"
+        "llm = build_resources()['llm']\n"
+        "print(llm.openai.max_concurrency, llm.openai.requests_per_minute,"
+        " llm.openai.tokens_per_minute, llm.azure.max_concurrency,"
+        " llm.hyperbolic.requests_per_minute)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "AZURE_"))}
+    env.update(OPENAI_MAX_CONCURRENCY="3", OPENAI_REQUESTS_PER_MINUTE="120",
+               OPENAI_TOKENS_PER_MINUTE="40000", HYPERBOLIC_REQUESTS_PER_MINUTE="30")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env,
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["3", "120", "40000", "16", "30"]  # azure keeps the default
+
+    env["OPENAI_MAX_CONCURRENCY"] = "lots"
+    bad = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env,
+                         capture_output=True, text=True)  # fmt: skip
+    assert bad.returncode != 0
+    assert "OPENAI_MAX_CONCURRENCY" in bad.stderr and "valid integer" in bad.stderr
+
+
 def test_asset_graph_shape():
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}

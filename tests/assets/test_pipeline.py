@@ -6,7 +6,9 @@ from sqlalchemy import func, select, text
 
 from study_query_dagster.db import DatabaseConnection, Group, GroupMember, RawCall
 from tests.support.fake_llm_server import Fault
+from study_query_dagster.resources.providers import LLMProvidersResource, ProviderSettings
 from tests.support.pipeline import (
+    FAST_RETRIES,
     STUDY_ASSETS,
     make_resources,
     study_assets_and_checks,
@@ -236,3 +238,24 @@ def test_embed_off_skips_embedding(resources, prompt_dir, db_url):
     assert result.success
     assert metadata(result, "response_embeddings")["embedded"] == 0
     assert count(db_url, modality="embedding") == 0
+
+
+def test_targets_of_one_provider_share_its_concurrency_limit(db_url, prompt_dir, llm_server):
+    # Two models on one OpenAI account: together they may have 2 calls in flight, not 2 each.
+    write_prompt_set(prompt_dir, "pair", """
+        name: pair
+        prompts: [{id: a, text: "one"}, {id: b, text: "two"}, {id: c, text: "three"}]
+        targets:
+          - {provider: openai, model: gpt-4o-mini}
+          - {provider: openai, model: gpt-4o}
+        samples: 3
+    """)  # fmt: skip
+    resources = make_resources(db_url, prompt_dir, llm_server.url)
+    openai = ProviderSettings(api_key="sk-test-fake", base_url=llm_server.openai_base_url,
+                              max_concurrency=2)  # fmt: skip
+    resources["llm"] = LLMProvidersResource(openai=openai, **FAST_RETRIES)
+    llm_server.latency_s = 0.05
+    result = materialize(resources, "pair")
+    assert result.success
+    assert llm_server.count("/chat/completions") == 18
+    assert llm_server.max_in_flight == 2

@@ -101,6 +101,8 @@ class FakeLLMServer:
         # (request, text, dimensions) -> vector, instead of the deterministic fake_embedding.
         self.embedding_fn: Callable[[RecordedRequest, str, int], list[float]] | None = None
         self.require_auth = True
+        self.in_flight = 0  # POST requests being handled now
+        self.max_in_flight = 0  # the most at once since start/reset
         self._queue: list[_Queued] = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -142,6 +144,7 @@ class FakeLLMServer:
         self.reply_fn = None
         self.embedding_fn = None
         self.require_auth = True
+        self.max_in_flight = self.in_flight
 
     # --- addresses ---------------------------------------------------------------------------
 
@@ -181,6 +184,15 @@ class FakeLLMServer:
             return self.fault_fn(request)
         return None
 
+    def _enter(self) -> None:
+        with self._lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+
+    def _leave(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
+
     def _record(self, request: RecordedRequest) -> None:
         with self._lock:
             self.requests.append(request)
@@ -217,6 +229,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_error(404, "not_found", f"no route for GET {self.path}")
 
     def do_POST(self) -> None:
+        self.fake._enter()
+        try:
+            self._post()
+        finally:
+            self.fake._leave()
+
+    def _post(self) -> None:
         split = urlsplit(self.path)
         length = int(self.headers.get("content-length") or 0)
         raw = self.rfile.read(length) if length else b""
