@@ -5,8 +5,8 @@ import dagster as dg
 from sqlalchemy import func, select, text
 
 from study_query_dagster.db import DatabaseConnection, Group, GroupMember, RawCall
-from tests.support.fake_llm_server import Fault
 from study_query_dagster.resources.providers import LLMProvidersResource, ProviderSettings
+from tests.support.fake_llm_server import Fault
 from tests.support.pipeline import (
     FAST_RETRIES,
     STUDY_ASSETS,
