@@ -106,15 +106,20 @@ def _insert_ignore(session: Session, model, index_elements: list[str]):
     return sqlite_insert(model).on_conflict_do_nothing(index_elements=index_elements)
 
 
-def _string_values(value: Any) -> Iterable[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, Mapping):
-        for item in value.values():
-            yield from _string_values(item)
-    elif isinstance(value, list | tuple):
-        for item in value:
-            yield from _string_values(item)
+def _searchable_texts(request_json: Any, response_json: Any) -> Iterable[str]:
+    """What a person wrote or a model answered: the prompt, message contents (plain or text
+    parts), embedding inputs and the answer - not roles, parameters or ids."""
+    request = request_json if isinstance(request_json, Mapping) else {}
+    response = response_json if isinstance(response_json, Mapping) else {}
+    contents = [m.get("content") for m in request.get("messages") or [] if isinstance(m, Mapping)]
+    inputs = request.get("input")
+    for value in [request.get("prompt"), *contents, response.get("text"),
+                  *(inputs if isinstance(inputs, list) else [inputs])]:  # fmt: skip
+        if isinstance(value, str):
+            yield value
+        elif isinstance(value, list):  # content parts: [{"type": "text", "text": ...}]
+            yield from (p["text"] for p in value if isinstance(p, Mapping)
+                        and isinstance(p.get("text"), str))  # fmt: skip
 
 
 class RawCallRepository:
@@ -201,7 +206,8 @@ class RawCallRepository:
         among those matching `where`.
 
         SQL narrows the candidates with LIKE over the JSON text; Python then keeps only rows
-        where the term is inside a string value (not a key such as "content").
+        where the term is in the prompt, a message's content, an embedding input or the
+        answer (not in a key, a role, a parameter or an id).
         """
         if not term:
             raise ValueError("search term must not be empty")
@@ -221,7 +227,7 @@ class RawCallRepository:
         needle = term.casefold()
         found: list[RawCall] = []
         for call in self.session.scalars(stmt):
-            texts = [*_string_values(call.request_json), *_string_values(call.response_json)]
+            texts = _searchable_texts(call.request_json, call.response_json)
             if any(needle in text.casefold() for text in texts):
                 found.append(call)
                 if len(found) >= limit:

@@ -199,7 +199,7 @@ def test_provider_stats_match_hand_computed_values(db):
     assert azure["p50_latency_ms"] == azure["p95_latency_ms"] == 120.0
 
 
-def test_search_matches_values_not_keys(db):
+def test_search_matches_prompts_and_answers_only(db):
     with db.session_scope() as session:
         repo = RawCallRepository(session)
         ids = repo.insert_raw_calls(
@@ -208,6 +208,11 @@ def test_search_matches_values_not_keys(db):
                      response_json={"text": "Paris"}),
                 call(request_json={"prompt": "100% sure_thing"}, response_json={"text": "yes"}),
                 call(response_json={"text": "The CONTENT of PARIS"}),
+                call(request_json={"messages": [{"role": "user", "content": [
+                         {"type": "text", "text": "a user question"}]}], "temperature": 0.5},
+                     response_json={"text": "ok", "finish_reason": "stop", "id": "chatcmpl-9"}),
+                call(modality="embedding", request_json={"input": ["embed this sentence"]},
+                     response_json=None),
             ]
         )  # fmt: skip
     with db.session_scope() as session:
@@ -218,6 +223,11 @@ def test_search_matches_values_not_keys(db):
         assert [c.id for c in repo.search_raw_calls("e_t")] == [ids[1]]
         # "content" and "role" are keys in every request; only the third row has it as text.
         assert [c.id for c in repo.search_raw_calls("content")] == [ids[2]]
+        # Roles, parameters, finish reasons and ids are not what anyone searches for.
+        assert [c.id for c in repo.search_raw_calls("user")] == [ids[3]]  # the question only
+        for noise in ("stop", "chatcmpl", "0.5", "text"):
+            assert repo.search_raw_calls(noise) == [], noise
+        assert [c.id for c in repo.search_raw_calls("embed this")] == [ids[4]]
         assert repo.search_raw_calls("paris", limit=1)[0].id == ids[2]
 
 
