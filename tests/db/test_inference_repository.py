@@ -1,11 +1,12 @@
-"""The v1 repository reads a v1 SQLite database made by plain SQL in the original layout."""
+"""The v1 repository reads a v1 database (SQLite and PostgreSQL) made by plain SQL in the
+original layout."""
 
 from datetime import datetime, timezone
 
 import pytest
 
 from study_query_dagster.db import DatabaseConnection, InferenceRepository
-from tests.support.legacy import create_v1_sqlite
+from tests.support.legacy import create_v1_postgres, create_v1_sqlite
 
 ROWS = [
     {"prompt": "What is AI?", "response": "A field.", "provider": "azure", "tokens": 10,
@@ -21,9 +22,13 @@ ROWS = [
 
 
 @pytest.fixture
-def legacy(tmp_path):
-    path = create_v1_sqlite(tmp_path / "v1.db", ROWS)
-    db = DatabaseConnection(f"sqlite:///{path}")
+def legacy(backend, empty_db_url, tmp_path):
+    if backend == "sqlite":
+        url = f"sqlite:///{create_v1_sqlite(tmp_path / 'v1.db', ROWS)}"
+    else:
+        create_v1_postgres(empty_db_url, ROWS)
+        url = empty_db_url
+    db = DatabaseConnection(url)
     yield db
     db.dispose()
 
@@ -69,8 +74,8 @@ def test_queries_stats_search_and_batches(legacy):
         assert repo.get_batch_summary("nope") is None
 
 
-def test_writes_through_the_original_api(tmp_path):
-    db = DatabaseConnection(f"sqlite:///{tmp_path / 'v1.db'}")
+def test_writes_through_the_original_api(empty_db_url):
+    db = DatabaseConnection(empty_db_url)
     db.create_v1_schema()
     with db.session_scope() as session:
         repo = InferenceRepository(session)
