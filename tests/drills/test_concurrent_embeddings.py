@@ -18,7 +18,6 @@ from study_query_dagster.db import DatabaseConnection, EmbeddingVector
 from tests.support.deployment import ROOT
 from tests.support.drills import study_job_env
 from tests.support.pipeline import reconstructable_study_job, write_prompt_set
-from tests.support.processes import STARTUP_DEADLINE_S
 
 EMBED_MODEL = "text-embedding-3-small"
 SETS = {"left": range(0, 60), "right": range(30, 90)}  # 30 answers in common
@@ -66,11 +65,9 @@ def test_concurrent_embedding_runs_leave_one_cache_entry_per_hash(
     env = {**os.environ, "SQD_TEST_GO": str(go)}
     logs = {name: (tmp_path / f"{name}.log").open("w") for name in SETS}
     runs = {name: run_embeddings(name, env, logs[name]) for name in SETS}
-    deadline = time.monotonic() + STARTUP_DEADLINE_S
     while len(list(tmp_path.glob("go.ready-*"))) < len(SETS):
         for name, proc in runs.items():
             assert proc.poll() is None, (tmp_path / f"{name}.log").read_text()
-        assert time.monotonic() < deadline, "the runs did not start"
         time.sleep(0.02)
     go.touch()
     for name, proc in runs.items():

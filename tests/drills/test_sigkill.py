@@ -24,7 +24,6 @@ from tests.support.drills import (
     study_job_env,
 )
 from tests.support.pipeline import reconstructable_study_job, write_prompt_set
-from tests.support.processes import STARTUP_DEADLINE_S
 
 CONCURRENCY = 16  # per target (the providers' default), two targets
 # Calls whose answer a kill can lose: in flight, or answered and waiting for their commit. A
@@ -53,10 +52,8 @@ def test_sigkill_mid_run_then_reexecution_loses_nothing_and_repeats_nothing(
             cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     try:
-        deadline = time.monotonic() + STARTUP_DEADLINE_S
         while llm_server.count("/chat/completions") < KILL_AFTER:
             assert child.poll() is None, f"the run ended before the kill:\n{log.read_text()}"
-            assert time.monotonic() < deadline, f"no calls reached the server:\n{log.read_text()}"
             time.sleep(0.01)
         os.killpg(child.pid, signal.SIGKILL)
     finally:

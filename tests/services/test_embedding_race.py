@@ -18,7 +18,6 @@ from tests.support.fake_llm_server import fake_embedding
 
 ROOT = Path(__file__).resolve().parents[2]
 # How long a worker may take to start before the test gives up (not a speed assertion).
-STARTUP_DEADLINE_S = 120
 
 
 def test_two_processes_embedding_overlapping_batches_leave_one_entry_per_hash(
@@ -50,10 +49,8 @@ def test_two_processes_embedding_overlapping_batches_leave_one_entry_per_hash(
             [sys.executable, "-m", "tests.support.embedding_worker", str(path)], cwd=ROOT,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         ))  # fmt: skip
-    deadline = time.monotonic() + STARTUP_DEADLINE_S
     while not all((tmp_path / f"ready-{n}").exists() for n in range(2)):
         assert all(w.poll() is None for w in workers), [w.communicate()[0] for w in workers]
-        assert time.monotonic() < deadline, "workers did not start"
         time.sleep(0.02)
     go.touch()
     for worker in workers:
