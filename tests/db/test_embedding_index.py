@@ -8,21 +8,9 @@ from sqlalchemy import event, inspect, text
 
 from study_query_dagster.db import RawCallRepository
 from study_query_dagster.db.raw_call_repository import hnsw_index_name
+from tests.support.db import store_vectors
 
 TRICKY_MODEL = 'x\'; DROP TABLE raw_calls; -- "model"'
-
-
-def _fill(db, vectors, model):
-    with db.session_scope() as session:
-        repo = RawCallRepository(session)
-        call_id = repo.insert_raw_call(
-            provider="offline", model=model, modality="embedding", status="success",
-            request_json={"input": "x"},
-        )  # fmt: skip
-        return repo.insert_embedding_vectors(
-            [{"call_id": call_id, "model": model, "vector": v, "text": f"t{i}"}
-             for i, v in enumerate(vectors)]
-        )  # fmt: skip
 
 
 def _indexes(db) -> dict[str, str]:
@@ -52,8 +40,8 @@ def test_hnsw_index_is_created_once_per_model_and_dimension_with_a_safe_name(pg_
 def test_the_nearest_query_is_served_by_the_hnsw_index(pg_db):
     rng = np.random.default_rng(3)
     vectors = rng.normal(size=(400, 16)).astype(np.float32)
-    _fill(pg_db, vectors, TRICKY_MODEL)
-    _fill(pg_db, rng.normal(size=(50, 16)), "another-model")
+    store_vectors(pg_db, vectors, TRICKY_MODEL)
+    store_vectors(pg_db, rng.normal(size=(50, 16)), "another-model")
     with pg_db.session_scope() as session:
         name = RawCallRepository(session).ensure_hnsw_index(TRICKY_MODEL, 16)
     with pg_db.engine.connect() as conn:
@@ -96,7 +84,7 @@ def test_ties_at_the_k_boundary_are_settled_by_id_on_both_backends(db):
     rng = np.random.default_rng(11)
     same = rng.normal(size=8)
     vectors = [same * 1.0] * 6 + list(rng.normal(size=(20, 8))) + [same * 2.0] * 4
-    ids = _fill(db, vectors, "m")
+    ids = store_vectors(db, vectors, "m")
     with db.session_scope() as session:
         repo = RawCallRepository(session)
         for k in (1, 3, 7, 10, 11):

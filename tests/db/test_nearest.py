@@ -5,19 +5,7 @@ import pytest
 from sqlalchemy import event
 
 from study_query_dagster.db import RawCallRepository
-
-
-def _fill(db, vectors, model="e"):
-    with db.session_scope() as session:
-        repo = RawCallRepository(session)
-        call_id = repo.insert_raw_call(
-            provider="offline", model=model, modality="embedding", status="success",
-            request_json={"input": "x"},
-        )  # fmt: skip
-        return repo.insert_embedding_vectors(
-            [{"call_id": call_id, "model": model, "vector": v, "text": f"t{i}"}
-             for i, v in enumerate(vectors)]
-        )  # fmt: skip
+from tests.support.db import store_vectors
 
 
 def _nearest(db, query, k, model="e"):
@@ -30,10 +18,10 @@ def test_sqlite_and_postgres_agree(sqlite_db, pg_db):
     rng = np.random.default_rng(42)
     vectors = rng.normal(size=(300, 16)).astype(np.float32)
     vectors[17] = vectors[3]  # an exact tie: both must order it by id
-    _fill(sqlite_db, vectors)
-    _fill(pg_db, vectors)
-    _fill(sqlite_db, rng.normal(size=(5, 8)), model="other")  # other model and dimension
-    _fill(pg_db, rng.normal(size=(5, 8)), model="other")
+    store_vectors(sqlite_db, vectors)
+    store_vectors(pg_db, vectors)
+    store_vectors(sqlite_db, rng.normal(size=(5, 8)), model="other")  # other model and dimension
+    store_vectors(pg_db, rng.normal(size=(5, 8)), model="other")
 
     statements = []
     event.listen(pg_db.engine, "before_cursor_execute",
@@ -58,8 +46,8 @@ def test_sqlite_and_postgres_agree(sqlite_db, pg_db):
 
 
 def test_model_and_dimension_filter(db):
-    _fill(db, [[1, 0], [0, 1]], model="a")
-    _fill(db, [[1, 0, 0]], model="b")
+    store_vectors(db, [[1, 0], [0, 1]], model="a")
+    store_vectors(db, [[1, 0, 0]], model="b")
     assert [t for t, _ in _nearest(db, [1, 0], k=5, model="a")] == ["t0", "t1"]
     assert _nearest(db, [1, 0], k=5, model="b") == []
     assert _nearest(db, [1, 0, 0], k=0, model="b") == []
