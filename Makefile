@@ -9,7 +9,7 @@ DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: run test bench lint materialize init clean
+.PHONY: run test test-busy bench lint materialize init clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,10 @@ PYTEST_WORKERS ?= 2
 
 test: $(DEV_STAMP) chromium
 	$(PY) -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
+
+# The same suite beside two CPU-burning processes: no test may depend on timing or load.
+test-busy: $(DEV_STAMP) chromium
+	$(PY) -m tests.support.busy --burners 2 -- $(PY) -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 bench: $(DEV_STAMP)
 	$(PY) -m benchmarks

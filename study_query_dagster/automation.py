@@ -7,7 +7,7 @@ import dagster as dg
 from .assets.migration import legacy_inference_runs, observation_metadata
 from .assets.prompts import PROMPT_SETS
 from .config import get_settings
-from .db import RawCallRepository
+from .db import RunFailureRepository
 from .jobs import migration_job, study_job
 from .resources.database import DatabaseResource, LegacyDatabaseResource
 from .resources.prompt_sets import PromptSetsResource
@@ -142,7 +142,7 @@ def record_failed_runs(context: dg.RunFailureSensorContext, database: DatabaseRe
         if event.event_specific_data and event.event_specific_data.error
     ]
     with database.get_connection().session_scope() as session:
-        RawCallRepository(session).record_run_failure(
+        RunFailureRepository(session).record_run_failure(
             run.run_id,
             run.job_name,
             partition_key=run.tags.get("dagster/partition"),

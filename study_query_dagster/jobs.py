@@ -9,7 +9,7 @@ from .assets.embeddings import response_embeddings
 from .assets.inference import inference_run
 from .assets.migration import migrated_raw_calls
 from .assets.prompts import prompt_set
-from .db import RawCallRepository
+from .db import GroupRepository
 from .providers import ProviderError
 from .resources.database import DatabaseResource
 from .resources.providers import LLMProvidersResource
@@ -98,7 +98,7 @@ def adhoc_prompt(
     group_id = None
     if config.group_type:
         with db.session_scope() as session:
-            repo = RawCallRepository(session)
+            repo = GroupRepository(session)
             group_id = repo.get_or_create_group(config.group_type, config.group_name)
             repo.add_group_members(
                 group_id,

@@ -6,7 +6,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from ..db import RawCallRepository
+from ..db import RunFailureRepository
 from ..resources.database import DatabaseResource
 from ..resources.exports import ExportsResource
 from ..services.charts import (
@@ -167,7 +167,7 @@ def study_summary(
                 "steps": ", ".join(f.failed_steps or []),
                 "error": f.error,
             }  # fmt: skip
-            for f in RawCallRepository(session).recent_run_failures(limit=20)
+            for f in RunFailureRepository(session).recent_run_failures(limit=20)
         ]
     flat = {
         **{k: ", ".join(v) if isinstance(v, list) else v for k, v in stats.items()

@@ -5,7 +5,7 @@ import asyncio
 
 import dagster as dg
 
-from ..db import RawCallRepository
+from ..db import GroupRepository
 from ..resources.database import DatabaseResource
 from ..resources.embeddings import EmbeddingResource
 from ..services.study_runs import (
@@ -51,7 +51,7 @@ def _embed_answers(context, database, embedding) -> dg.MaterializeResult:
         async with embedding.create_service(db, provider=provider, model=model,
                                             truncate=True) as service:  # fmt: skip
             with db.session_scope() as session:
-                group_id = RawCallRepository(session).get_or_create_group(
+                group_id = GroupRepository(session).get_or_create_group(
                     EMBEDDING_GROUP, run_group.name,
                     description=f"embedding calls for run {run_group.name}",
                     metadata_json={"run_group_id": run_group.id, "root_run_id": root_run_id(context)},

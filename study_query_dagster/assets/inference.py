@@ -4,11 +4,9 @@ grouped as a `run`; with the checks that guard what the run left in the database
 import asyncio
 
 import dagster as dg
-from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
 
 from ..config import get_settings
-from ..db import RawCallRepository
+from ..db import GroupRepository, probe_append_only
 from ..resources.database import DatabaseResource
 from ..resources.embeddings import EmbeddingResource
 from ..resources.providers import LLMProvidersResource
@@ -107,7 +105,7 @@ def _run_prompt_set(context, database, llm, embedding) -> dg.MaterializeResult:
     root = root_run_id(context)
     group_name = run_group_name(name, root)
     with db.session_scope() as session:
-        existing = RawCallRepository(session).find_group(RUN_GROUP, group_name)
+        existing = GroupRepository(session).find_group(RUN_GROUP, group_name)
     # A re-execution finishes the version its run started with, even if the file changed since.
     ps = run_prompt_set(existing) if existing is not None else stored
     problems = missing_credentials(ps, llm, embedding)
@@ -117,7 +115,7 @@ def _run_prompt_set(context, database, llm, embedding) -> dg.MaterializeResult:
         run_group_id = existing.id
     else:
         with db.session_scope() as session:
-            run_group_id = RawCallRepository(session).get_or_create_group(
+            run_group_id = GroupRepository(session).get_or_create_group(
                 RUN_GROUP,
                 group_name,
                 description=f"Dagster run {root} of prompt set {name}",
@@ -219,22 +217,7 @@ def raw_calls_are_immutable(context: dg.AssetCheckExecutionContext, database: Da
     if not state.calls:
         return dg.AssetCheckResult(passed=False, description="the run captured no calls")
     call_id = state.calls[0].id
-    refused, message = False, "UPDATE was accepted"
-    with db.engine.connect() as conn:
-        outer = conn.begin()
-        savepoint = conn.begin_nested()
-        try:
-            conn.execute(
-                text("UPDATE raw_calls SET status = status WHERE id = :id"), {"id": call_id}
-            )
-        except DBAPIError as exc:
-            message = str(exc.orig).strip().splitlines()[0]
-            # Refused by the append-only guard, not by something else (e.g. a locked database).
-            refused = "append-only" in message
-        finally:
-            if savepoint.is_active:
-                savepoint.rollback()
-            outer.rollback()
+    refused, message = probe_append_only(db, call_id)
     return dg.AssetCheckResult(
         passed=refused,
         description=message,

@@ -2,9 +2,8 @@
 `prompt_set` group (with the validated content and its hash) that the run assets read."""
 
 import dagster as dg
-from sqlalchemy.orm.attributes import flag_modified
 
-from ..db import RawCallRepository
+from ..db import GroupRepository
 from ..resources.database import DatabaseResource
 from ..resources.embeddings import EmbeddingResource
 from ..resources.prompt_sets import PromptSetsResource
@@ -45,7 +44,7 @@ def missing_credentials(
 def load_stored_prompt_set(db, name: str) -> tuple[int, PromptSet, str]:
     """(group id, validated prompt set, content hash) as the last `prompt_set` run stored it."""
     with db.session_scope() as session:
-        group = RawCallRepository(session).find_group(PROMPT_SET_GROUP, name)
+        group = GroupRepository(session).find_group(PROMPT_SET_GROUP, name)
         meta = dict(group.metadata_json or {}) if group is not None else {}
     if group is None or "content" not in meta:
         raise dg.Failure(f"prompt set {name!r} is not stored yet: materialize prompt_set first")
@@ -81,22 +80,23 @@ def prompt_set(
     content = ps.model_dump(mode="json", exclude_defaults=True)
     db = database.get_connection()
     with db.session_scope() as session:
-        repo = RawCallRepository(session)
+        repo = GroupRepository(session)
         group_id = repo.get_or_create_group(PROMPT_SET_GROUP, name, description=ps.description)
-        group = repo.get_group(group_id)
-        meta = dict(group.metadata_json or {})
+        meta = dict(repo.get_group(group_id).metadata_json or {})
         versions = dict(meta.get("versions", {}))
         versions.setdefault(loaded.content_hash, context.run.run_id)
-        group.description = ps.description
-        group.metadata_json = {
-            **meta,
-            "content": content,
-            "content_hash": loaded.content_hash,
-            "path": str(loaded.path),
-            "expected_calls": ps.expected_calls,
-            "versions": versions,  # content hash -> first Dagster run that stored it
-        }
-        flag_modified(group, "metadata_json")
+        repo.update_group(
+            group_id,
+            description=ps.description,
+            metadata_json={
+                **meta,
+                "content": content,
+                "content_hash": loaded.content_hash,
+                "path": str(loaded.path),
+                "expected_calls": ps.expected_calls,
+                "versions": versions,  # content hash -> first Dagster run that stored it
+            },
+        )
 
     cost = estimate_max_cost(ps)
     problems = missing_credentials(ps, llm, embedding, source=str(loaded.path))

@@ -1,6 +1,8 @@
-"""Database layer: v1 (legacy) and v2 models, portable types, connection, repositories."""
+"""Database layer: v1 (legacy) and v2 models, portable types, connection, and one repository per
+concern. All SQL of the project lives in this package."""
 
 from .connection import DatabaseConnection, normalize_url
+from .groups import GroupRepository
 from .inference_repository import InferenceRepository
 from .models_v1 import InferenceRun
 from .models_v2 import (
@@ -14,7 +16,10 @@ from .models_v2 import (
     RunFailure,
 )
 from .queries import CallFilter
-from .raw_call_repository import RawCallRepository
+from .raw_calls import RawCallRepository, probe_append_only, validate_raw_call
+from .run_failures import RunFailureRepository
+from .statistics import StatisticsRepository
+from .vector_store import StoredEmbedding, VectorStore, validate_embedding
 
 __all__ = [
     "CALL_STATUSES",
@@ -24,11 +29,19 @@ __all__ = [
     "EmbeddingVector",
     "Group",
     "GroupMember",
+    "GroupRepository",
     "InferenceRepository",
     "InferenceRun",
     "MigrationLedger",
     "RawCall",
     "RawCallRepository",
     "RunFailure",
+    "RunFailureRepository",
+    "StatisticsRepository",
+    "StoredEmbedding",
+    "VectorStore",
     "normalize_url",
+    "probe_append_only",
+    "validate_embedding",
+    "validate_raw_call",
 ]

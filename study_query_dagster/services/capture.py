@@ -26,7 +26,7 @@ from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..db import DatabaseConnection, RawCallRepository
+from ..db import DatabaseConnection, GroupRepository, RawCallRepository
 from ..db.connection import db_error_reason
 from ..log import get_logger
 
@@ -149,9 +149,8 @@ class CaptureWriter:
 
     def _write(self, batch: list[_Item]) -> list[int]:
         with self._write_lock, self.db.session_scope() as session:
-            repo = RawCallRepository(session)
             rows = [item.row for item in batch if item.row is not None]
-            new_ids = iter(repo.insert_raw_calls(rows) if rows else [])
+            new_ids = iter(RawCallRepository(session).insert_raw_calls(rows) if rows else [])
             ids: list[int] = []
             by_group: dict[int, list[dict[str, Any]]] = defaultdict(list)
             for item in batch:
@@ -161,8 +160,9 @@ class CaptureWriter:
                     by_group[m.group_id].append(
                         {"call_id": call_id, "position": m.position, "role": m.role}
                     )
+            groups = GroupRepository(session)
             for group_id, members in by_group.items():
-                repo.add_group_members(group_id, members)
+                groups.add_group_members(group_id, members)
         self.flushes += 1
         self.rows_written += len(rows)
         return ids

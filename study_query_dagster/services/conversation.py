@@ -13,7 +13,7 @@ import asyncio
 import uuid
 from typing import Any
 
-from ..db import DatabaseConnection, RawCallRepository
+from ..db import DatabaseConnection, GroupRepository
 from ..log import get_logger
 from ..providers.base import BaseLLMProvider, Message
 from .inference import InferenceService
@@ -74,7 +74,7 @@ class ConversationService:
 
             def create() -> int:
                 with self.db.session_scope() as session:
-                    repo = RawCallRepository(session)
+                    repo = GroupRepository(session)
                     if repo.find_group(GROUP_TYPE, cid) is not None:
                         raise ValueError(f"conversation {cid!r} already exists")
                     return repo.create_group(GROUP_TYPE, cid, metadata_json=group_meta)
@@ -124,7 +124,7 @@ class ConversationService:
     def _load_from_db(self, cid: str) -> tuple[int, list[Message]]:
         assert self.db is not None
         with self.db.session_scope() as session:
-            repo = RawCallRepository(session)
+            repo = GroupRepository(session)
             group = repo.find_group(GROUP_TYPE, cid)
             if group is None:
                 raise KeyError(f"unknown conversation {cid!r}")

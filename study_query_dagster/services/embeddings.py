@@ -32,7 +32,6 @@ from json.encoder import c_encode_basestring, py_encode_basestring  # type: igno
 from typing import Any, TypeVar
 
 import numpy as np
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from tenacity import (
     AsyncRetrying,
@@ -43,7 +42,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from ..db import DatabaseConnection, EmbeddingVector, Group, RawCallRepository
+from ..db import DatabaseConnection, GroupRepository, RawCallRepository, VectorStore
 from ..log import get_logger
 from ..providers.base import ProviderError
 from ..providers.embeddings import (
@@ -629,7 +628,7 @@ class EmbeddingService:
 
         def lookup() -> dict[str, _Entry]:
             with self.db.session_scope() as session:
-                rows = RawCallRepository(session).embeddings_by_hash(hashes)
+                rows = VectorStore(session).embeddings_by_hash(hashes)
                 return {h: _Entry.of(row) for h, row in rows.items()}
 
         return await asyncio.to_thread(self._with_db_retry, lookup)
@@ -877,8 +876,7 @@ class EmbeddingService:
         assert result is not None
         vectors = result.array if result.array is not None else np.asarray(result, np.float32)
         with self.db.session_scope() as session:
-            repo = RawCallRepository(session)
-            call_id = repo.insert_raw_call(
+            call_id = RawCallRepository(session).insert_raw_call(
                 provider=self.provider_name,
                 model=key.model,
                 modality="embedding",
@@ -897,7 +895,7 @@ class EmbeddingService:
             )
             group_id = provenance.get("group_id")
             if group_id is not None:
-                repo.add_group_members(group_id, [call_id], role="embedding")
+                GroupRepository(session).add_group_members(group_id, [call_id], role="embedding")
             if not hashes:  # a probe: captured, not cached
                 return {}
             # Sorted by hash so concurrent writers lock rows in the same order (no deadlock).
@@ -907,18 +905,13 @@ class EmbeddingService:
                  "request_hash": hashes[i], "text": texts[i]}
                 for i in order
             ]  # fmt: skip
-            ids = repo.insert_embedding_vectors(rows, ignore_duplicates=True)
+            ids = VectorStore(session).insert_embedding_vectors(rows, ignore_duplicates=True)
             entries = {
                 hashes[i]: _Entry(vectors[i], embedding_id, call_id, key.model, texts[i])
                 for i, embedding_id in zip(order, ids, strict=True)
             }
             ours = set(ids)
-            theirs = session.scalars(
-                select(EmbeddingVector).where(
-                    EmbeddingVector.id.in_(ours), EmbeddingVector.call_id != call_id
-                )
-            )
-            for row in theirs:
+            for row in VectorStore(session).stored_by_other_calls(ours, call_id):
                 entries[row.request_hash] = _Entry.of(row)
         logger.info(
             "embedded %d texts provider=%s model=%s call_id=%s in %.0f ms (attempts=%d)",
@@ -929,10 +922,9 @@ class EmbeddingService:
 
     def _insert_failed(self, row: dict[str, Any], group_id: int | None) -> int:
         with self.db.session_scope() as session:
-            repo = RawCallRepository(session)
-            call_id = repo.insert_raw_call(**row)
+            call_id = RawCallRepository(session).insert_raw_call(**row)
             if group_id is not None:
-                repo.add_group_members(group_id, [call_id], role="embedding")
+                GroupRepository(session).add_group_members(group_id, [call_id], role="embedding")
             return call_id
 
     def _respond(
@@ -972,7 +964,7 @@ class EmbeddingService:
         if self.db.dialect == "postgresql" and (model, dimension) not in self._indexed:
             self._ensure_index(model, dimension)
         with self.db.session_scope() as session:
-            hits = RawCallRepository(session).nearest_embeddings(
+            hits = VectorStore(session).nearest_embeddings(
                 vector, k=k + (1 if exclude else 0), model=model
             )
             out = [
@@ -986,11 +978,11 @@ class EmbeddingService:
         # Its own short transaction: CREATE INDEX blocks writers until it commits.
         try:
             with self.db.session_scope() as session:
-                RawCallRepository(session).ensure_hnsw_index(model, dimension)
+                VectorStore(session).ensure_hnsw_index(model, dimension)
         except (IntegrityError, ProgrammingError):
             # Another process created the same index at the same moment: fine if it is there.
             with self.db.session_scope() as session:
-                if not RawCallRepository(session).hnsw_index_exists(model, dimension):
+                if not VectorStore(session).hnsw_index_exists(model, dimension):
                     raise
         self._indexed.add((model, dimension))
 
@@ -1014,7 +1006,7 @@ class EmbeddingService:
 
         def exists() -> bool:
             with self.db.session_scope() as session:
-                return session.get(Group, group_id) is not None
+                return GroupRepository(session).get_group(group_id) is not None
 
         if not await asyncio.to_thread(exists):
             raise ValueError(f"group_id {group_id!r} does not exist (create the group first)")

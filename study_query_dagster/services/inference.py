@@ -22,7 +22,6 @@ from datetime import datetime, timezone
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import func, select
 from tenacity import (
     AsyncRetrying,
     retry_if_exception,
@@ -31,7 +30,7 @@ from tenacity import (
     wait_random,
 )
 
-from ..db import DatabaseConnection, GroupMember, RawCall, RawCallRepository
+from ..db import DatabaseConnection, GroupRepository, RawCall, RawCallRepository
 from ..db.types import utcnow
 from ..log import get_logger
 from ..providers.base import BaseLLMProvider, Message, ProviderError, check_params, to_messages
@@ -695,13 +694,7 @@ class InferenceService:
     def _find_cached(self, request_hash: str) -> RawCall | None:
         assert self.db is not None
         with self.db.session_scope() as session:
-            stmt = (
-                select(RawCall)
-                .where(RawCall.request_hash == request_hash, RawCall.status == "success")
-                .order_by(RawCall.id.desc())
-                .limit(1)
-            )
-            return session.scalars(stmt).first()
+            return RawCallRepository(session).latest_success(request_hash)
 
     async def _check_group(self, group_id: int) -> None:
         if self.db is None:
@@ -709,7 +702,7 @@ class InferenceService:
 
         def check():
             with self.db.session_scope() as session:
-                if RawCallRepository(session).get_group(group_id) is None:
+                if GroupRepository(session).get_group(group_id) is None:
                     raise ValueError(f"group_id {group_id} does not exist")
 
         await asyncio.to_thread(check)
@@ -723,7 +716,7 @@ class InferenceService:
 
         def resolve():
             with self.db.session_scope() as session:
-                repo = RawCallRepository(session)
+                repo = GroupRepository(session)
                 if group_id is not None:
                     if repo.get_group(group_id) is None:
                         raise ValueError(f"group_id {group_id} does not exist")
@@ -734,10 +727,7 @@ class InferenceService:
                     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
                     name = f"{group_type}-{stamp}-{uuid.uuid4().hex[:8]}"
                     gid = repo.create_group(group_type, name, metadata_json=metadata)
-                top = session.scalar(
-                    select(func.max(GroupMember.position)).where(GroupMember.group_id == gid)
-                )
-                return gid, top or 0
+                return gid, repo.max_position(gid)
 
         return await asyncio.to_thread(resolve)
 

@@ -77,9 +77,16 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
-from ..db import DatabaseConnection, Group, GroupMember, MigrationLedger, RawCall, RawCallRepository
+from ..db import (
+    DatabaseConnection,
+    Group,
+    GroupMember,
+    MigrationLedger,
+    RawCall,
+    RawCallRepository,
+    validate_raw_call,
+)
 from ..db.connection import normalize_url
-from ..db.raw_call_repository import validate_raw_call
 from ..db.types import to_utc, utcnow
 from ..log import get_logger
 

@@ -26,10 +26,14 @@ from datetime import datetime
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import case, func, select
 
-from ..db import CALL_STATUSES, CallFilter, DatabaseConnection, RawCall, RawCallRepository
-from ..db.queries import percentiles, percentiles_query, time_bucket, time_series_query
+from ..db import (
+    CALL_STATUSES,
+    CallFilter,
+    DatabaseConnection,
+    RawCallRepository,
+    StatisticsRepository,
+)
 from ..db.types import to_utc
 from ..log import get_logger
 from .pricing import PriceTable, get_price_table
@@ -164,7 +168,7 @@ class StudyService:
         where = self.call_filter(**filters)
         started = time.perf_counter()
         with self.db.session_scope() as session:
-            stats = RawCallRepository(session).get_provider_stats(where)
+            stats = StatisticsRepository(session).get_provider_stats(where)
         rows = []
         for row in stats:
             cost, status = self._cost(row)
@@ -275,32 +279,12 @@ class StudyService:
         (default: all but p95_latency_ms, the costly one). Latency covers successful calls."""
         metrics = _metrics(metric)
         where = self.call_filter(**filters)
-        dialect = self.db.dialect
         with self.db.session_scope() as session:
-            rows = session.execute(time_series_query(granularity, dialect, where)).all()
-            p95 = {}
-            if "p95_latency_ms" in metrics:
-                bucket = time_bucket(RawCall.created_at, granularity, dialect)
-                ok_where = CallFilter(**{**where.__dict__, "status": "success"})
-                # One statement: with computed bucket keys, counting groups first costs more
-                # than it saves (see db/queries.percentiles).
-                query = percentiles_query(
-                    RawCall.latency_ms, [bucket, RawCall.provider], [0.95], ok_where
-                )
-                p95 = {(str(r[0]), r[1]): r.p95 for r in session.execute(query)}
+            rows = StatisticsRepository(session).time_series(
+                granularity, where, with_p95="p95_latency_ms" in metrics
+            )
         records = [
-            {
-                "bucket": r.bucket,
-                "provider": r.provider,
-                "calls": int(r.calls),
-                "successes": int(r.successes or 0),
-                "failures": int(r.failures or 0),
-                "success_rate": (r.successes or 0) / r.calls if r.calls else None,
-                "total_tokens": int(r.total_tokens or 0),
-                "avg_latency_ms": _float(r.avg_latency_ms),
-                "p95_latency_ms": _float(p95.get((str(r.bucket), r.provider))),
-            }
-            for r in rows
+            {**r, "success_rate": r["successes"] / r["calls"] if r["calls"] else None} for r in rows
         ]
         frame = pd.DataFrame(records, columns=["bucket", "provider", *TIME_SERIES_METRICS])
         frame["bucket"] = pd.to_datetime(frame["bucket"], utc=True)
@@ -316,17 +300,10 @@ class StudyService:
         of successful calls (avg/p50/p95) and the estimated cost (with `cost_partial` and the
         models that could not be priced)."""
         where = self.call_filter(**filters)
-        ok_where = CallFilter(**{**where.__dict__, "status": "success"})
-        span = where.apply(
-            select(
-                func.min(RawCall.created_at).label("first"),
-                func.max(RawCall.created_at).label("last"),
-                func.avg(case((RawCall.status == "success", RawCall.latency_ms))).label("avg"),
-            )
-        )
         with self.db.session_scope() as session:
-            t = session.execute(span).one()
-            pct = percentiles(session, RawCall.latency_ms, [], [0.5, 0.95], ok_where).get(())
+            stats = StatisticsRepository(session)
+            span = stats.call_span(where)
+            p50, p95 = stats.latency_percentiles(where)
         # counts, tokens, providers and costs come from the per-model comparison
         comparison = self.get_provider_comparison(**filters)
         known = comparison["estimated_cost_usd"].dropna()
@@ -340,14 +317,14 @@ class StudyService:
             "by_status": by_status,
             "failures": calls - by_status["success"],
             "success_rate": by_status["success"] / calls if calls else None,
-            "first_call_at": t.first,
-            "last_call_at": t.last,
+            "first_call_at": span["first"],
+            "last_call_at": span["last"],
             "providers": sorted(set(comparison["provider"])),
             "models": sorted({m for m in models if isinstance(m, str)}),
             "total_tokens": int(comparison["total_tokens"].sum()),
-            "avg_latency_ms": _float(t.avg),
-            "p50_latency_ms": pct[0] if pct else None,
-            "p95_latency_ms": pct[1] if pct else None,
+            "avg_latency_ms": span["avg_latency_ms"],
+            "p50_latency_ms": p50,
+            "p95_latency_ms": p95,
             "estimated_cost_usd": float(known.sum()) if len(known) else None,
             "cost_partial": bool(len(unpriced) or len(partial)),
             "unpriced_models": _model_names(unpriced),
@@ -363,10 +340,6 @@ def _metrics(metric: str | Sequence[str] | None) -> list[str]:
     if unknown or not wanted:
         raise ValueError(f"metric must be one of {', '.join(TIME_SERIES_METRICS)} (got {metric!r})")
     return wanted
-
-
-def _float(value) -> float | None:
-    return None if value is None else float(value)
 
 
 def _total_tokens(tokens_json: Mapping[str, Any] | None) -> int | None:

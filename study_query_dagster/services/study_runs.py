@@ -15,10 +15,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
-
-from ..db import CallFilter, DatabaseConnection, Group, GroupMember, RawCall, RawCallRepository
-from ..db.queries import percentiles_query
+from ..db import (
+    CallFilter,
+    DatabaseConnection,
+    Group,
+    GroupRepository,
+    RawCall,
+    RawCallRepository,
+    StatisticsRepository,
+    VectorStore,
+)
 from ..log import get_logger
 from .embeddings import EmbeddingService
 from .inference import InferenceService, compute_request_hash
@@ -72,13 +78,7 @@ class ItemState:
 def load_item_state(db: DatabaseConnection, run_group_id: int) -> ItemState:
     state = ItemState()
     with db.session_scope() as session:
-        stmt = (
-            select(RawCall)
-            .join(GroupMember, GroupMember.call_id == RawCall.id)
-            .where(GroupMember.group_id == run_group_id, RawCall.modality == "text")
-            .order_by(RawCall.id)
-        )
-        for call in session.scalars(stmt):
+        for call in RawCallRepository(session).calls_in_group(run_group_id, modality="text"):
             state.calls.append(call)
             state.latest[call.request_hash] = call
             if call.status == "success":
@@ -97,20 +97,12 @@ def run_prompt_set(group: Group) -> PromptSet:
 def find_run_group(db: DatabaseConnection, prompt_set_name: str, root_run_id: str | None) -> Group:
     """The run group of this root run if it exists, else the newest run of the prompt set."""
     with db.session_scope() as session:
-        repo = RawCallRepository(session)
+        repo = GroupRepository(session)
         if root_run_id:
             group = repo.find_group(RUN_GROUP, run_group_name(prompt_set_name, root_run_id))
             if group is not None:
                 return group
-        group = session.scalars(
-            select(Group)
-            .where(
-                Group.group_type == RUN_GROUP,
-                Group.name.startswith(f"{prompt_set_name}/", autoescape=True),
-            )
-            .order_by(Group.id.desc())
-            .limit(1)
-        ).first()
+        group = repo.newest_group(RUN_GROUP, f"{prompt_set_name}/")
     if group is None:
         raise LookupError(
             f"prompt set {prompt_set_name!r} has no run yet: materialize inference_run"
@@ -187,9 +179,7 @@ async def execute_prompt_set(
 
     after = load_item_state(db, run_group_id)
     with db.session_scope() as session:
-        RawCallRepository(session).add_group_members(
-            prompt_set_group_id, [c.id for c in after.calls]
-        )
+        GroupRepository(session).add_group_members(prompt_set_group_id, [c.id for c in after.calls])
     outcomes = Counter(after.outcome(hashes[i.key]) for i in items)
     unfinished = [i.key for i in items if after.outcome(hashes[i.key]) in ("unfinished", "missing")]
     return ExecutionReport(
@@ -240,12 +230,11 @@ def summarize_run(db: DatabaseConnection, run_group_id: int, preview_limit: int 
             unpriced += 1
         else:
             cost += float(price)
-    where = CallFilter(group_id=run_group_id, status="success", modality="text")
+    where = CallFilter(group_id=run_group_id, modality="text")
     with db.session_scope() as session:
-        pct = session.execute(percentiles_query(RawCall.latency_ms, [], [0.5, 0.95], where)).one()
-        per_target = RawCallRepository(session).get_provider_stats(
-            CallFilter(group_id=run_group_id, modality="text")
-        )
+        stats = StatisticsRepository(session)
+        p50, p95 = stats.latency_percentiles(where)
+        per_target = stats.get_provider_stats(where)
     preview = [
         {
             "prompt": (c.metadata_json or {}).get("prompt_id"),
@@ -260,8 +249,8 @@ def summarize_run(db: DatabaseConnection, run_group_id: int, preview_limit: int 
         calls=len(calls),
         by_status=dict(by_status),
         failures_by_type=dict(failures),
-        latency_p50_ms=_float(pct.p50),
-        latency_p95_ms=_float(pct.p95),
+        latency_p50_ms=p50,
+        latency_p95_ms=p95,
         prompt_tokens=tokens["prompt_tokens"],
         completion_tokens=tokens["completion_tokens"],
         total_tokens=tokens["total_tokens"],
@@ -343,6 +332,6 @@ def answer_embeddings(
     answers = successful_answers(db, run_group_id)
     hashes = service.request_hashes([text for _, text in answers])
     with db.session_scope() as session:
-        stored = RawCallRepository(session).embeddings_by_hash([h for h in hashes if h])
+        stored = VectorStore(session).embeddings_by_hash([h for h in hashes if h])
     missing = [call_id for (call_id, _), h in zip(answers, hashes, strict=True) if h not in stored]
     return missing, stored

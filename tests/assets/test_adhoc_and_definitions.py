@@ -7,7 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from study_query_dagster.db import DatabaseConnection, RawCallRepository
+from study_query_dagster.db import DatabaseConnection, GroupRepository, RawCallRepository
 from study_query_dagster.definitions import defs
 from study_query_dagster.jobs import adhoc_prompt_job
 from tests.support.pipeline import make_resources
@@ -36,7 +36,7 @@ def test_adhoc_prompt_is_captured_grouped_and_shown(db_url, tmp_path, llm_server
 
     db = DatabaseConnection(db_url)
     with db.session_scope() as session:
-        repo = RawCallRepository(session)
+        repo = GroupRepository(session)
         group = repo.find_group("experiment", "wetness")
         [member] = repo.get_group_members(group.id)
         assert (member.call_id, member.position, member.role) == (

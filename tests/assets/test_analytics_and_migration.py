@@ -11,7 +11,13 @@ from sqlalchemy import delete, select
 
 from study_query_dagster.assets.analytics import prompt_search_job
 from study_query_dagster.automation import legacy_database_sensor, record_failed_runs
-from study_query_dagster.db import DatabaseConnection, Group, GroupMember, RawCallRepository
+from study_query_dagster.db import (
+    DatabaseConnection,
+    Group,
+    GroupMember,
+    GroupRepository,
+    RunFailureRepository,
+)
 from study_query_dagster.definitions import defs
 from study_query_dagster.resources.database import DatabaseResource, LegacyDatabaseResource
 from tests.support.legacy import add_v1_sqlite_rows, create_v1_sqlite
@@ -133,7 +139,7 @@ def test_migration_asset_checks_and_incremental_rerun(db_url, tmp_path):
         # Tamper: a migrated call leaves its batch group -> batch_sizes_match fails, naming it.
         db = DatabaseConnection(db_url)
         with db.session_scope() as session:
-            group_id = RawCallRepository(session).find_group("batch", "batch-b").id
+            group_id = GroupRepository(session).find_group("batch", "batch-b").id
             victim = session.scalars(
                 select(GroupMember.call_id).where(GroupMember.group_id == group_id).limit(1)
             ).one()
@@ -216,7 +222,7 @@ def test_failed_runs_are_recorded_for_the_analytics(db_url, tmp_path, llm_server
 
     db = DatabaseConnection(db_url)
     with db.session_scope() as session:
-        [recorded] = RawCallRepository(session).recent_run_failures()
+        [recorded] = RunFailureRepository(session).recent_run_failures()
         assert recorded.run_id == alone.run_id and recorded.partition_key == "duo"
         assert recorded.failed_steps == ["inference_run"]
         assert "set OPENAI_API_KEY" in recorded.error

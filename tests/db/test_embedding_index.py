@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 from sqlalchemy import event, inspect, text
 
-from study_query_dagster.db import RawCallRepository
-from study_query_dagster.db.raw_call_repository import hnsw_index_name
+from study_query_dagster.db import VectorStore
+from study_query_dagster.db.vector_store import hnsw_index_name
 from tests.support.db import store_vectors
 
 TRICKY_MODEL = 'x\'; DROP TABLE raw_calls; -- "model"'
@@ -23,7 +23,7 @@ def _indexes(db) -> dict[str, str]:
 
 def test_hnsw_index_is_created_once_per_model_and_dimension_with_a_safe_name(pg_db):
     with pg_db.session_scope() as session:
-        repo = RawCallRepository(session)
+        repo = VectorStore(session)
         name = repo.ensure_hnsw_index(TRICKY_MODEL, 16)
         assert repo.ensure_hnsw_index(TRICKY_MODEL, 16) == name  # IF NOT EXISTS
         other = repo.ensure_hnsw_index("text-embedding-3-small", 1536)
@@ -43,7 +43,7 @@ def test_the_nearest_query_is_served_by_the_hnsw_index(pg_db):
     store_vectors(pg_db, vectors, TRICKY_MODEL)
     store_vectors(pg_db, rng.normal(size=(50, 16)), "another-model")
     with pg_db.session_scope() as session:
-        name = RawCallRepository(session).ensure_hnsw_index(TRICKY_MODEL, 16)
+        name = VectorStore(session).ensure_hnsw_index(TRICKY_MODEL, 16)
     with pg_db.engine.connect() as conn:
         conn.execute(text("ANALYZE embedding_vectors"))
         conn.commit()
@@ -58,7 +58,7 @@ def test_the_nearest_query_is_served_by_the_hnsw_index(pg_db):
     try:
         with pg_db.session_scope() as session:
             session.execute(text("SET LOCAL enable_seqscan = off"))
-            hits = RawCallRepository(session).nearest_embeddings(
+            hits = VectorStore(session).nearest_embeddings(
                 vectors[5], k=5, model=TRICKY_MODEL
             )
             found = [(e.text, d) for e, d in hits]
@@ -86,7 +86,7 @@ def test_ties_at_the_k_boundary_are_settled_by_id_on_both_backends(db):
     vectors = [same * 1.0] * 6 + list(rng.normal(size=(20, 8))) + [same * 2.0] * 4
     ids = store_vectors(db, vectors, "m")
     with db.session_scope() as session:
-        repo = RawCallRepository(session)
+        repo = VectorStore(session)
         for k in (1, 3, 7, 10, 11):
             hits = repo.nearest_embeddings(same, k=k, model="m")
             # Ten vectors point the same way (distance 0); the k smallest ids win.

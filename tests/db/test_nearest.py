@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 from sqlalchemy import event
 
-from study_query_dagster.db import RawCallRepository
+from study_query_dagster.db import VectorStore
 from tests.support.db import store_vectors
 
 
 def _nearest(db, query, k, model="e"):
     with db.session_scope() as session:
-        hits = RawCallRepository(session).nearest_embeddings(query, k=k, model=model)
+        hits = VectorStore(session).nearest_embeddings(query, k=k, model=model)
         return [(e.text, d) for e, d in hits]
 
 

@@ -7,7 +7,15 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 
-from study_query_dagster.db import CallFilter, EmbeddingVector, RawCall, RawCallRepository
+from study_query_dagster.db import (
+    CallFilter,
+    EmbeddingVector,
+    GroupRepository,
+    RawCall,
+    RawCallRepository,
+    StatisticsRepository,
+    VectorStore,
+)
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -91,6 +99,7 @@ def test_missing_required_field_rejected_by_database_too(db):
 def test_query_filters(db):
     with db.session_scope() as session:
         repo = RawCallRepository(session)
+        groups = GroupRepository(session)
         ids = repo.insert_raw_calls(
             [
                 call(provider="openai", model="gpt-4o", created_at=T0),
@@ -99,8 +108,8 @@ def test_query_filters(db):
                 call(provider="offline", status="timeout", created_at=T0 + timedelta(days=2)),
             ]
         )  # fmt: skip
-        group_id = repo.create_group("run", "r1")
-        repo.add_group_members(group_id, [ids[0], ids[3]])
+        group_id = groups.create_group("run", "r1")
+        groups.add_group_members(group_id, [ids[0], ids[3]])
 
     with db.session_scope() as session:
         repo = RawCallRepository(session)
@@ -126,16 +135,17 @@ def test_query_filters(db):
 def test_groups_members_positions_and_duplicates(db):
     with db.session_scope() as session:
         repo = RawCallRepository(session)
+        groups = GroupRepository(session)
         ids = repo.insert_raw_calls([call(model=f"m{i}") for i in range(5)])
-        group_id = repo.get_or_create_group("batch", "b-1", description="first")
-        assert repo.get_or_create_group("batch", "b-1") == group_id
-        assert repo.add_group_members(group_id, [ids[2], ids[0]], role="turn") == 2
+        group_id = groups.get_or_create_group("batch", "b-1", description="first")
+        assert groups.get_or_create_group("batch", "b-1") == group_id
+        assert groups.add_group_members(group_id, [ids[2], ids[0]], role="turn") == 2
         # Duplicates are ignored; new members continue after the last position.
-        assert repo.add_group_members(group_id, [ids[0], ids[4], ids[2]]) == 1
-        assert repo.add_group_members(group_id, [{"call_id": ids[1], "position": 0}]) == 1
+        assert groups.add_group_members(group_id, [ids[0], ids[4], ids[2]]) == 1
+        assert groups.add_group_members(group_id, [{"call_id": ids[1], "position": 0}]) == 1
 
     with db.session_scope() as session:
-        members = RawCallRepository(session).get_group_members(group_id)
+        members = GroupRepository(session).get_group_members(group_id)
         assert [(m.call_id, m.position) for m in members] == [
             (ids[1], 0), (ids[2], 1), (ids[0], 2), (ids[4], 3),
         ]  # fmt: skip
@@ -146,7 +156,7 @@ def test_groups_members_positions_and_duplicates(db):
 def test_group_needs_type_and_name(db):
     with pytest.raises(ValueError, match="a group needs a type and a name"):
         with db.session_scope() as session:
-            RawCallRepository(session).create_group("", "x")
+            GroupRepository(session).create_group("", "x")
 
 
 def test_provider_stats_match_hand_computed_values(db):
@@ -176,7 +186,7 @@ def test_provider_stats_match_hand_computed_values(db):
         RawCallRepository(session).insert_raw_calls(rows)
     with db.session_scope() as session:
         stats = {
-            (s["provider"], s["model"]): s for s in RawCallRepository(session).get_provider_stats()
+            (s["provider"], s["model"]): s for s in StatisticsRepository(session).get_provider_stats()
         }
 
     openai = stats[("openai", "gpt-4o")]
@@ -231,14 +241,14 @@ def test_search_matches_prompts_and_answers_only(db):
         assert repo.search_raw_calls("paris", limit=1)[0].id == ids[2]
 
 
-def _embedding_call(repo) -> int:
-    return repo.insert_raw_call(**call(modality="embedding"))
+def _embedding_call(session) -> int:
+    return RawCallRepository(session).insert_raw_call(**call(modality="embedding"))
 
 
 def test_embedding_vectors_round_trip_and_dimension_checks(db):
     with db.session_scope() as session:
-        repo = RawCallRepository(session)
-        call_id = _embedding_call(repo)
+        repo = VectorStore(session)
+        call_id = _embedding_call(session)
         [vid] = repo.insert_embedding_vectors(
             [{"call_id": call_id, "model": "e", "vector": [3.0, 4.0], "request_hash": "h1"}]
         )
@@ -250,7 +260,7 @@ def test_embedding_vectors_round_trip_and_dimension_checks(db):
 
     with pytest.raises(ValueError, match="row 1: vector has 3 components but dimension is 4"):
         with db.session_scope() as session:
-            RawCallRepository(session).insert_embedding_vectors(
+            VectorStore(session).insert_embedding_vectors(
                 [
                     {"call_id": call_id, "model": "e", "vector": [1, 2], "dimension": 2},
                     {"call_id": call_id, "model": "e", "vector": [1, 2, 3], "dimension": 4},
@@ -261,7 +271,7 @@ def test_embedding_vectors_round_trip_and_dimension_checks(db):
 
 def test_database_rejects_vector_length_mismatch(db):
     with db.session_scope() as session:
-        call_id = _embedding_call(RawCallRepository(session))
+        call_id = _embedding_call(session)
     with pytest.raises(IntegrityError), db.session_scope() as session:
         session.add(EmbeddingVector(call_id=call_id, model="e", dimension=5, vector=[1.0, 2.0]))
     assert count(db, EmbeddingVector) == 0
@@ -269,8 +279,8 @@ def test_database_rejects_vector_length_mismatch(db):
 
 def test_insert_or_ignore_returns_stored_ids(db):
     with db.session_scope() as session:
-        repo = RawCallRepository(session)
-        call_id = _embedding_call(repo)
+        repo = VectorStore(session)
+        call_id = _embedding_call(session)
         first = repo.insert_embedding_vectors(
             [{"call_id": call_id, "model": "e", "vector": [1, 0], "request_hash": "a"}]
         )
@@ -289,8 +299,8 @@ def test_insert_or_ignore_returns_stored_ids(db):
 
 def test_duplicate_request_hash_without_ignore_is_an_error(db):
     with pytest.raises(IntegrityError), db.session_scope() as session:
-        repo = RawCallRepository(session)
-        call_id = _embedding_call(repo)
+        repo = VectorStore(session)
+        call_id = _embedding_call(session)
         repo.insert_embedding_vectors(
             [
                 {"call_id": call_id, "model": "e", "vector": [1, 0], "request_hash": "a"},

@@ -6,7 +6,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 from sqlalchemy.exc import DatabaseError, IntegrityError
 
-from study_query_dagster.db import DatabaseConnection, RawCallRepository
+from study_query_dagster.db import DatabaseConnection, GroupRepository, RawCallRepository
 from study_query_dagster.db.base import Base
 
 TABLES = {"raw_calls", "call_artifacts", "embedding_vectors", "groups", "group_members",
@@ -97,14 +97,14 @@ def test_orm_update_is_refused_too(db):
 def test_groups_and_memberships_stay_mutable(db):
     call_id = _one_call(db)
     with db.session_scope() as session:
-        repo = RawCallRepository(session)
+        repo = GroupRepository(session)
         group_id = repo.create_group("label", "draft")
         repo.add_group_members(group_id, [call_id])
     with db.engine.begin() as conn:
         conn.execute(text("UPDATE groups SET name = 'final' WHERE id = :id"), {"id": group_id})
         conn.execute(text("DELETE FROM group_members WHERE group_id = :id"), {"id": group_id})
     with db.session_scope() as session:
-        repo = RawCallRepository(session)
+        repo = GroupRepository(session)
         assert repo.get_group(group_id).name == "final"
         assert repo.get_group_members(group_id) == []
 

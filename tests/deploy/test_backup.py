@@ -14,19 +14,20 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DatabaseError
 
-from study_query_dagster.db import DatabaseConnection, RawCallRepository
+from study_query_dagster.db import DatabaseConnection, RawCallRepository, VectorStore
 
 
 def _fill(db: DatabaseConnection) -> None:
     with db.session_scope() as session:
         repo = RawCallRepository(session)
+        vectors = VectorStore(session)
         ids = repo.insert_raw_calls(
             [
                 {"provider": "offline", "model": "m", "status": status, "request_json": {"i": i}}
                 for i, status in enumerate(["success", "failed", "success", "timeout"])
             ]
         )
-        repo.insert_embedding_vectors(
+        vectors.insert_embedding_vectors(
             [{"call_id": ids[0], "model": "e", "vector": [1.0, 0.0, 0.0]}]
             + [{"call_id": ids[2], "model": "e", "vector": [0.0, 1.0, 0.0]}]
         )
@@ -35,8 +36,9 @@ def _fill(db: DatabaseConnection) -> None:
 def _check_restored(db: DatabaseConnection) -> None:
     with db.session_scope() as session:
         repo = RawCallRepository(session)
+        vectors = VectorStore(session)
         assert repo.count_raw_calls() == 4
-        (nearest, distance), _ = repo.nearest_embeddings([0.9, 0.1, 0.0], k=2)
+        (nearest, distance), _ = vectors.nearest_embeddings([0.9, 0.1, 0.0], k=2)
         assert np.allclose(nearest.vector, [1.0, 0.0, 0.0]) and distance < 0.1
     # The append-only guarantee comes back with the data.
     with pytest.raises(DatabaseError, match="append-only"), db.engine.begin() as conn:

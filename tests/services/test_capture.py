@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from study_query_dagster.db import DatabaseConnection, RawCall, RawCallRepository
+from study_query_dagster.db import DatabaseConnection, GroupRepository, RawCall
 from study_query_dagster.providers import OpenAIProvider, ProviderError, ProviderFactory
 from study_query_dagster.services import InferenceService
 from tests.support.fake_llm_server import Fault
@@ -69,7 +69,7 @@ async def test_rows_are_on_disk_before_the_batch_returns(db_url, provider):
     )
     assert count_rows(db_url) == 40  # a fresh connection sees every row at once
     with db.session_scope() as session:
-        assert len(RawCallRepository(session).get_group_members(results.group_id)) == 40
+        assert len(GroupRepository(session).get_group_members(results.group_id)) == 40
     db.dispose()
 
 

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from study_query_dagster.db import RawCallRepository
+from study_query_dagster.db import GroupRepository
 from study_query_dagster.providers import OfflineProvider, OpenAIProvider, ProviderError
 from study_query_dagster.services import ConversationService, InferenceService
 from tests.support.fake_llm_server import Fault
@@ -49,7 +49,7 @@ async def test_conversation_is_a_group_of_turns_and_survives_failures(db, provid
         "System rules.", "one", "echo: one", "two", "echo: two",
     ]  # fmt: skip
     with db.session_scope() as session:
-        repo = RawCallRepository(session)
+        repo = GroupRepository(session)
         group = repo.find_group("conversation", cid)
         assert group.metadata_json == {"topic": "maths", "system_prompt": "System rules."}
         turns = repo.get_group_members(group.id)
@@ -130,7 +130,7 @@ async def test_a_conversation_resumed_in_a_new_process_continues_with_full_histo
     assert output["reply"] == "echo: third question"
     assert output["history"] == [*expected, {"role": "assistant", "content": output["reply"]}]
     with db.session_scope() as session:
-        repo = RawCallRepository(session)
+        repo = GroupRepository(session)
         assert len(repo.get_group_members(repo.find_group("conversation", cid).id)) == 3
 
 

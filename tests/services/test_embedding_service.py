@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import event, func, select, text
 from tenacity import RetryCallState
 
-from study_query_dagster.db import DatabaseConnection, EmbeddingVector, RawCall, RawCallRepository
+from study_query_dagster.db import DatabaseConnection, EmbeddingVector, GroupRepository, RawCall
 from study_query_dagster.providers.base import ProviderError
 from study_query_dagster.providers.embeddings import (
     AzureEmbeddingProvider,
@@ -390,7 +390,7 @@ async def test_openai_models_default_to_the_8191_token_limit(db, llm_server):
 async def test_calls_are_captured_with_provenance_and_never_the_key(db, llm_server, caplog):
     caplog.set_level(logging.DEBUG)
     with db.session_scope() as session:
-        group_id = RawCallRepository(session).create_group("experiment", "embeddings-e1")
+        group_id = GroupRepository(session).create_group("experiment", "embeddings-e1")
     meta = {"seed": 7, "versions": {"numpy": np.__version__}}
     async with service(db, llm_server, group_id=group_id, metadata=meta, dimensions=8) as svc:
         results = await svc.get_embeddings_batch(["first answer", "second answer"],
@@ -407,7 +407,7 @@ async def test_calls_are_captured_with_provenance_and_never_the_key(db, llm_serv
                                             "run": "r1"}  # fmt: skip
     assert call.metadata_json["request_hashes"] == [r.request_hash for r in results]
     with db.session_scope() as session:
-        members = RawCallRepository(session).get_group_members(group_id)
+        members = GroupRepository(session).get_group_members(group_id)
         assert [m.call_id for m in members] == [call.id]
         dump = json.dumps([c.to_dict() for c in session.scalars(select(RawCall))], default=str)
     assert KEY not in dump

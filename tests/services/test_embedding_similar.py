@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sqlalchemy import text
 
-from study_query_dagster.db.raw_call_repository import hnsw_index_name
+from study_query_dagster.db.vector_store import hnsw_index_name
 from study_query_dagster.providers.embeddings import OfflineEmbeddingProvider
 from study_query_dagster.services.embeddings import EmbeddingService
 

@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
-from study_query_dagster.db import Group, RawCall, RawCallRepository
+from study_query_dagster.db import Group, GroupRepository, RawCall
 from study_query_dagster.providers import OfflineProvider, OpenAIProvider, ProviderError
 from study_query_dagster.services import InferenceService, compute_request_hash
 from study_query_dagster.services.pricing import estimate_cost
@@ -36,7 +36,7 @@ def calls(db) -> list[RawCall]:
 def members(db, group_id) -> list[tuple[int, int, str | None]]:
     with db.session_scope() as session:
         return [(m.call_id, m.position, m.role)
-                for m in RawCallRepository(session).get_group_members(group_id)]  # fmt: skip
+                for m in GroupRepository(session).get_group_members(group_id)]  # fmt: skip
 
 
 # --- capture format --------------------------------------------------------------------------
@@ -229,7 +229,7 @@ async def test_a_batch_whose_calls_cannot_be_captured_stops_every_worker(
 async def test_run_batch_into_an_existing_or_named_group_with_item_metadata(db, provider):
     svc = service(provider, db)
     with db.session_scope() as session:
-        run_id = RawCallRepository(session).create_group("run", "run-1")
+        run_id = GroupRepository(session).create_group("run", "run-1")
     first = await svc.run_batch(["a", "b"], group_id=run_id)
     second = await svc.run_batch(
         [{"prompt": "c", "extra_metadata": {"prompt_id": "c1"}, "sample_index": 2},

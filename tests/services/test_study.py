@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pandas as pd
 import pytest
 
-from study_query_dagster.db import DatabaseConnection, RawCallRepository
+from study_query_dagster.db import DatabaseConnection, GroupRepository, RawCallRepository
 from study_query_dagster.services.pricing import PriceTable
 from study_query_dagster.services.study import (
     TIME_SERIES_METRICS,
@@ -84,11 +84,12 @@ def study(db: DatabaseConnection):
     names = list(FIXTURE)
     with db.session_scope() as session:
         repo = RawCallRepository(session)
+        groups = GroupRepository(session)
         ids = dict(zip(names, repo.insert_raw_calls(FIXTURE.values()), strict=True))
-        run = repo.create_group("run", "r1")
-        repo.add_group_members(run, [ids[k] for k in ("c1", "c2", "c3", "c5")])
-        prompt_set = repo.create_group("prompt_set", "ps")
-        repo.add_group_members(prompt_set, [ids[k] for k in ("c1", "c2", "c3", "c5", "c4")])
+        run = groups.create_group("run", "r1")
+        groups.add_group_members(run, [ids[k] for k in ("c1", "c2", "c3", "c5")])
+        prompt_set = groups.create_group("prompt_set", "ps")
+        groups.add_group_members(prompt_set, [ids[k] for k in ("c1", "c2", "c3", "c5", "c4")])
     service = StudyService(db, PriceTable.load())
     service.ids, service.run, service.prompt_set = ids, run, prompt_set
     return service

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from study_query_dagster.db import DatabaseConnection, RawCallRepository
+from study_query_dagster.db import DatabaseConnection, RawCallRepository, VectorStore
 
 from .postgres import PostgresServer
 
@@ -94,12 +94,11 @@ def sqlite_db(request, tmp_path) -> Iterator[DatabaseConnection]:
 def store_vectors(db: DatabaseConnection, vectors, model: str = "e") -> list[int]:
     """One embedding call holding `vectors` (texts t0, t1, ...) for `model`; their ids."""
     with db.session_scope() as session:
-        repo = RawCallRepository(session)
-        call_id = repo.insert_raw_call(
+        call_id = RawCallRepository(session).insert_raw_call(
             provider="offline", model=model, modality="embedding", status="success",
             request_json={"input": "x"},
         )  # fmt: skip
-        return repo.insert_embedding_vectors(
+        return VectorStore(session).insert_embedding_vectors(
             [{"call_id": call_id, "model": model, "vector": v, "text": f"t{i}"}
              for i, v in enumerate(vectors)]
         )  # fmt: skip
