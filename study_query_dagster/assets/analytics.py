@@ -9,6 +9,7 @@ from pydantic import Field
 from ..db import RunFailureRepository
 from ..resources.database import DatabaseResource
 from ..resources.exports import ExportsResource
+from ..services import formatting
 from ..services.charts import (
     bar_chart,
     markdown_image,
@@ -46,30 +47,14 @@ ANALYTICS = dict(
 )
 
 
-def markdown_table(frame: pd.DataFrame, *, limit: int = 50, width: int = 80) -> str:
-    if frame.empty:
-        return "_no calls yet_"
-
-    def cell(value) -> str:
-        if value is None or (isinstance(value, float) and pd.isna(value)):
-            return ""
-        if isinstance(value, float):
-            return f"{value:,.4g}"
-        text = " ".join(str(value).split()).replace("|", "\\|")
-        return text if len(text) <= width else text[: width - 1] + "…"
-
-    shown = frame.head(limit)
-    lines = ["| " + " | ".join(shown.columns) + " |", "|" + "---|" * len(shown.columns)]
-    lines += [
-        "| " + " | ".join(cell(v) for v in row) + " |" for row in shown.itertuples(index=False)
-    ]
-    if len(frame) > limit:
-        lines.append(f"\n_{len(frame) - limit} more rows in the CSV export_")
-    return "\n".join(lines)
-
-
-def _num(value) -> float | None:
-    return None if value is None or pd.isna(value) else float(value)
+def markdown_table(frame: pd.DataFrame, *, limit: int = 50) -> str:
+    return formatting.markdown_table(
+        frame.to_dict("records"),
+        list(frame.columns),
+        limit=limit,
+        empty="_no calls yet_",
+        more="more rows in the CSV export",
+    )
 
 
 @dg.asset(**ANALYTICS)
@@ -95,7 +80,7 @@ def provider_comparison(
             "models": len(frame),
             "calls": total_calls,
             "success_rate": successes / total_calls if total_calls else None,
-            "worst_p95_latency_ms": _num(frame["p95_latency_ms"].max()) if len(frame) else None,
+            "worst_p95_latency_ms": formatting.to_float(frame["p95_latency_ms"].max()) if len(frame) else None,
             "estimated_cost_usd": float(costs.sum()) if len(costs) else None,
             "models_without_price": int((frame["cost_status"] == "unknown").sum()),
             "csv": dg.MetadataValue.path(str(path)),

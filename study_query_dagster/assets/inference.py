@@ -10,6 +10,7 @@ from ..db import GroupRepository, probe_append_only
 from ..resources.database import DatabaseResource
 from ..resources.embeddings import EmbeddingResource
 from ..resources.providers import LLMProvidersResource
+from ..services.formatting import markdown_table
 from ..services.rate_limits import ProviderLimits
 from ..services.study_runs import (
     RUN_GROUP,
@@ -28,21 +29,6 @@ from .prompts import PROMPT_SETS, load_stored_prompt_set, missing_credentials, p
 def root_run_id(context) -> str:
     # A re-execution (from failure or of the whole run) keeps the original run as its root.
     return context.run.root_run_id or context.run.run_id
-
-
-def _markdown_table(rows: list[dict], width: int = 80) -> str:
-    if not rows:
-        return "_no rows_"
-    columns = list(rows[0])
-
-    def cell(value) -> str:
-        text_value = "" if value is None else str(value)
-        text_value = " ".join(text_value.split()).replace("|", "\\|")
-        return text_value if len(text_value) <= width else text_value[: width - 1] + "…"
-
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(r[c]) for c in columns) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def run_metadata(summary: RunSummary, expected: int) -> dict:
@@ -72,8 +58,8 @@ def run_metadata(summary: RunSummary, expected: int) -> dict:
         "total_tokens": summary.total_tokens,
         "estimated_cost_usd": summary.cost_usd,
         "unpriced_calls": summary.unpriced_calls,
-        "per_target": dg.MetadataValue.md(_markdown_table(per_target)),
-        "answers_preview": dg.MetadataValue.md(_markdown_table(summary.preview)),
+        "per_target": dg.MetadataValue.md(markdown_table(per_target)),
+        "answers_preview": dg.MetadataValue.md(markdown_table(summary.preview)),
         "run_group_id": summary.run_group_id,
     }
 

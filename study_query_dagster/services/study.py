@@ -36,6 +36,7 @@ from ..db import (
 )
 from ..db.types import to_utc
 from ..log import get_logger
+from .formatting import ELLIPSIS, truncate
 from .pricing import PriceTable, get_price_table
 
 logger = get_logger(__name__)
@@ -59,7 +60,6 @@ SEARCH_COLUMNS = [
     "id", "created_at", "provider", "model", "status", "matched_in", "snippet", "prompt",
     "answer",
 ]  # fmt: skip
-ELLIPSIS = "…"
 
 
 # --- reading captured calls ---------------------------------------------------------------
@@ -100,12 +100,6 @@ def error_text(error_json: Mapping[str, Any] | None) -> str | None:
         return None
     message = error_json.get("message") or error_json.get("error_type")
     return str(message) if message is not None else None
-
-
-def truncate(text: str | None, length: int | None) -> str | None:
-    if text is None or length is None or len(text) <= length:
-        return text
-    return text[: max(length - 1, 0)] + ELLIPSIS
 
 
 def snippet(text: str, term: str, width: int = 60) -> str:
