@@ -22,74 +22,56 @@ def cross_check(
     """Checks that span items: duplicates, and template variables. Takes (index, item) pairs so
     the loader can run it on the items that validated when others did not."""
     issues: list[tuple[Loc, str]] = []
+    # value -> index of the first item with it; setdefault returns that index for a repeat.
     first_id: dict[str, int] = {}
     for i, prompt in prompts:
-        if prompt.id in first_id:
-            issues.append(
-                (
-                    ("prompts", i, "id"),
-                    f"duplicate id {prompt.id!r} (first used by prompts[{first_id[prompt.id]}])",
-                )
-            )
-        else:
-            first_id[prompt.id] = i
-        if prompt.vars is None:
-            continue
-        if template is None:
-            issues.append(
-                (
-                    ("prompts", i, "vars"),
-                    f"prompt {prompt.id!r} gives vars but the set has no 'template'",
-                )
-            )
-            continue
-        try:
-            wanted = template_fields(template)
-        except ValueError:
-            continue  # reported on the template itself
-        missing = [name for name in wanted if name not in prompt.vars]
-        if missing:
-            names = ", ".join(repr(m) for m in missing)
-            issues.append(
-                (
-                    ("prompts", i, "vars"),
-                    f"prompt {prompt.id!r} is missing template variable{'s' if len(missing) > 1 else ''} {names}",
-                )
-            )
-            continue
-        try:
-            render_template(template, prompt.vars)
-        except (ValueError, TypeError, KeyError, IndexError) as exc:
-            issues.append(
-                (("prompts", i, "vars"), f"prompt {prompt.id!r}: template does not render: {exc}")
-            )
+        earlier = first_id.setdefault(prompt.id, i)
+        if earlier != i:
+            message = f"duplicate id {prompt.id!r} (first used by prompts[{earlier}])"
+            issues.append((("prompts", i, "id"), message))
+        problem = _vars_problem(template, prompt)
+        if problem:
+            issues.append((("prompts", i, "vars"), problem))
 
     targets = list(targets)
     first_label: dict[str, int] = {}
     for i, target in targets:
         if target.label is None:
             continue
-        if target.label in first_label:
-            issues.append(
-                (
-                    ("targets", i, "label"),
-                    f"duplicate label {target.label!r} (first used by targets[{first_label[target.label]}])",
-                )
-            )
-        else:
-            first_label[target.label] = i
-    seen: dict[str, int] = {}
+        earlier = first_label.setdefault(target.label, i)
+        if earlier != i:
+            message = f"duplicate label {target.label!r} (first used by targets[{earlier}])"
+            issues.append((("targets", i, "label"), message))
+    first_target: dict[str, int] = {}
     for i, target in targets:
-        same = target.model_dump(exclude={"label"})
-        fingerprint = canonical_json(same)
-        if fingerprint in seen:
-            issues.append(
-                (
-                    ("targets", i),
-                    f"same provider, model and params as targets[{seen[fingerprint]}]; raise"
-                    " 'samples' to call it more often",
-                )
+        fingerprint = canonical_json(target.model_dump(exclude={"label"}))
+        earlier = first_target.setdefault(fingerprint, i)
+        if earlier != i:
+            message = (
+                f"same provider, model and params as targets[{earlier}]; raise 'samples' to call"
+                " it more often"
             )
-        else:
-            seen[fingerprint] = i
+            issues.append((("targets", i), message))
     return issues
+
+
+def _vars_problem(template: str | None, prompt: Prompt) -> str | None:
+    """What is wrong with a `vars` prompt against the set's template, if anything."""
+    if prompt.vars is None:
+        return None
+    if template is None:
+        return f"prompt {prompt.id!r} gives vars but the set has no 'template'"
+    try:
+        wanted = template_fields(template)
+    except ValueError:
+        return None  # reported on the template itself
+    missing = [name for name in wanted if name not in prompt.vars]
+    if missing:
+        names = ", ".join(repr(m) for m in missing)
+        plural = "s" if len(missing) > 1 else ""
+        return f"prompt {prompt.id!r} is missing template variable{plural} {names}"
+    try:
+        render_template(template, prompt.vars)
+    except (ValueError, TypeError, KeyError, IndexError) as exc:
+        return f"prompt {prompt.id!r}: template does not render: {exc}"
+    return None

@@ -48,22 +48,28 @@ _IDENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 DEFER_CROSS_CHECKS = "defer_cross_checks"
 
 
-def _check_slug(value: str) -> str:
-    if not _SLUG.match(value):
-        raise ValueError(
-            f"must be a slug of at most 64 lowercase letters, digits, '-' or '_', starting with a"
-            f" letter or digit (got {value!r}); it is the Dagster partition key"
-        )
-    return value
+def _matching(pattern: re.Pattern[str], rule: str, why: str):
+    """An AfterValidator refusing strings that do not match `pattern`."""
+
+    def check(value: str) -> str:
+        if not pattern.match(value):
+            raise ValueError(f"{rule} (got {value!r}); {why}")
+        return value
+
+    return check
 
 
-def _check_ident(value: str) -> str:
-    if not _IDENT.match(value):
-        raise ValueError(
-            f"may hold at most 100 letters, digits, '.', '-' or '_', starting with a letter or"
-            f" digit (got {value!r}); it is part of each work item's key"
-        )
-    return value
+_check_slug = _matching(
+    _SLUG,
+    "must be a slug of at most 64 lowercase letters, digits, '-' or '_', starting with a letter"
+    " or digit",
+    "it is the Dagster partition key",
+)
+_check_ident = _matching(
+    _IDENT,
+    "may hold at most 100 letters, digits, '.', '-' or '_', starting with a letter or digit",
+    "it is part of each work item's key",
+)
 
 
 def _check_scalar(value: Any) -> Any:
