@@ -31,34 +31,38 @@ samples: 2
 embed: {{provider: openai, model: text-embedding-3-small}}
 """
 
-# name -> (file text, line, field, what the message says); lines are those of the file.
+# name -> (file text, (line, field, what the message says)); lines are those of the file.
 CASES = {
     "syntax": (
         VALID.replace('"beta question"}}', '"beta question"'),
-        5, "prompts[1].text", "invalid YAML",  # where the parser noticed
+        (5, "prompts[1].text", "invalid YAML"),  # where the parser noticed
     ),
     "missing": (
         VALID.replace("targets:\n  - {{provider: openai, model: gpt-4o-mini}}\n", ""),
-        1, "targets", "required field is missing",
+        (1, "targets", "required field is missing"),
     ),
     "unknown": (
         VALID.replace("provider: openai, model: gpt", "provider: openia, model: gpt"),
-        7, "targets[0].provider", "(got 'openia')",
+        (7, "targets[0].provider", "(got 'openia')"),
     ),
     "duplicate": (
         VALID.replace("{{id: c,", "{{id: a,"),
-        5, "prompts[2].id", "duplicate id 'a'",
+        (5, "prompts[2].id", "duplicate id 'a'"),
     ),
-}  # fmt: skip
+}
 
 
 def materialize(resources, name: str, instance=None):
     def run(inst):
         inst.add_dynamic_partitions("prompt_sets", [name])
         return dg.materialize(
-            study_assets_and_checks(), partition_key=name, instance=inst, resources=resources,
-            selection=STUDY_ASSETS, raise_on_error=False,
-        )  # fmt: skip
+            study_assets_and_checks(),
+            partition_key=name,
+            instance=inst,
+            resources=resources,
+            selection=STUDY_ASSETS,
+            raise_on_error=False,
+        )
 
     if instance is not None:
         return run(instance)
@@ -84,7 +88,7 @@ EMPTY = {"raw_calls": 0, "groups": 0, "group_members": 0, "embedding_vectors": 0
 def test_a_malformed_file_names_file_line_and_field_and_touches_nothing(
     case, db_url, prompt_dir, llm_server
 ):
-    text, line, field, says = CASES[case]
+    text, (line, field, says) = CASES[case]
     path = write_prompt_set(prompt_dir, case, text.format(name=case))
     result = materialize(make_resources(db_url, prompt_dir, llm_server.url), case)
 
@@ -148,7 +152,7 @@ def test_breaking_a_stored_set_changes_nothing(db_url, prompt_dir, llm_server):
             stored = session.scalars(select(Group).where(Group.group_type == "prompt_set")).one()
             stored_meta = dict(stored.metadata_json)
 
-        text, line, field, _ = CASES["duplicate"]
+        text, (line, field, _) = CASES["duplicate"]
         path = write_prompt_set(prompt_dir, "edited", text.format(name="edited"))
         again = materialize(resources, "edited", instance)
     assert not again.success

@@ -1,5 +1,6 @@
 """Prompt sets: shipped samples and examples, expansion, content hash, cost bound, preview."""
 
+import hashlib
 import json
 import shutil
 import textwrap
@@ -63,7 +64,9 @@ def test_examples_are_ignored_by_the_scan_and_cover_every_real_provider():
     assert len(EXAMPLE_FILES) >= 4
     providers = set()
     for path in EXAMPLE_FILES:
-        providers |= {t.provider for t in parse_prompt_set(path.read_text(), path.stem).prompt_set.targets}  # fmt: skip
+        providers |= {
+            t.provider for t in parse_prompt_set(path.read_text(), path.stem).prompt_set.targets
+        }
     assert {"azure", "openai", "hyperbolic"} <= providers
     assert "base_url" in (EXAMPLES / "openai_compatible.yaml.example").read_text().lower()
 
@@ -244,9 +247,12 @@ def test_embed_forms(tmp_path):
     for value, expected in [
         ("off", (False, None, None)),
         ("true", (True, None, None)),
-        ("{model: text-embedding-3-small, provider: openai}", (True, "openai", "text-embedding-3-small")),
+        (
+            "{model: text-embedding-3-small, provider: openai}",
+            (True, "openai", "text-embedding-3-small"),
+        ),
         ("{enabled: false, model: x}", (False, None, "x")),
-    ]:  # fmt: skip
+    ]:
         embed = load_text(tmp_path, base + f"embed: {value}\n").prompt_set.embed
         assert (embed.enabled, embed.provider, embed.model) == expected
 
@@ -315,6 +321,46 @@ def test_content_hash_changes_with_real_edits(tmp_path):
     assert base.content_hash not in hashes
 
 
+PINNED = """\
+name: pin
+description: Umlaute und Akzente
+prompts:
+  - id: q1
+    text: Où est Genève?
+  - id: q2
+    messages:
+      - {role: system, content: Sei knapp.}
+      - {role: user, content: "Wie heißt die Hauptstadt?"}
+targets:
+  - provider: offline
+    model: echo
+    params: {temperature: 0.5, stop: END}
+  - provider: azure
+    deployment: prod-mini
+    label: az
+samples: 2
+cache: false
+embed: on
+"""
+
+
+def test_content_hash_recipe_is_pinned(tmp_path):
+    # Stored runs are matched by this hash: the recipe (sorted keys, no spaces, non-ASCII kept,
+    # defaults left out, sha256 of UTF-8) must not drift, whatever the code around it becomes.
+    canonical = (
+        '{"description":"Umlaute und Akzente","embed":{"enabled":true},"name":"pin",'
+        '"prompts":[{"id":"q1","text":"Où est Genève?"},{"id":"q2","messages":['
+        '{"content":"Sei knapp.","role":"system"},'
+        '{"content":"Wie heißt die Hauptstadt?","role":"user"}]}],"samples":2,'
+        '"targets":[{"model":"echo","params":{"stop":["END"],"temperature":0.5},'
+        '"provider":"offline"},{"deployment":"prod-mini","label":"az","provider":"azure"}]}'
+    )
+    loaded = load_text(tmp_path, PINNED)
+    assert loaded.prompt_set.canonical_json() == canonical
+    assert loaded.content_hash == hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    assert loaded.content_hash == "d8a2df4ec0a481e9839477c95fee9bbe28bf491b949eaefde80aafb7fc8d653e"
+
+
 # --- cost ------------------------------------------------------------------------------------
 
 COST = """\
@@ -356,7 +402,9 @@ def test_cost_is_unknown_not_zero_and_says_why(tmp_path):
     summary = estimate.summary()
     assert summary.startswith("unknown") and "unpriced" in summary and "unbounded" in summary
 
-    known = COST.replace("  - {provider: openai, model: m2, label: unpriced, params: {max_tokens: 10}}\n", "")  # fmt: skip
+    known = COST.replace(
+        "  - {provider: openai, model: m2, label: unpriced, params: {max_tokens: 10}}\n", ""
+    )
     known = known.replace("  - {provider: openai, model: m1, label: unbounded}\n", "")
     estimate = estimate_max_cost(load_text(tmp_path, known, "known.yaml").prompt_set, TABLE)
     assert estimate.total == pytest.approx(230 / 1e6) and estimate.unknown == {}

@@ -1,0 +1,359 @@
+"""The prompt set schema: pydantic models of the file format (`PromptSet`, `Prompt`, `Target`,
+`TargetParams`, `EmbedConfig`, `ChatMessage`), target labels, the `WorkItem`s a set expands into,
+and the content hash that identifies a set's validated content."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from .. import request_identity
+from .cross_checks import cross_check
+from .errors import FieldError, format_loc
+from .templates import render_template, template_fields
+
+# The providers a target (PROVIDERS) or `embed:` (EMBED_PROVIDERS) may name. The Literals below
+# are built from them, so these two tuples are the only place the schema lists provider names.
+PROVIDERS: tuple[str, ...] = ("azure", "openai", "hyperbolic", "offline")
+EMBED_PROVIDERS: tuple[str, ...] = ("azure", "openai", "offline")
+Provider = Literal[PROVIDERS]
+EmbedProvider = Literal[EMBED_PROVIDERS]
+Schedule = Literal["none", "daily", "hourly"]
+Role = Literal["system", "user", "assistant"]
+SCHEDULES: tuple[str, ...] = get_args(Schedule)
+MAX_SAMPLES = 100
+MAX_STOP_SEQUENCES = 4
+
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+# Prompt ids and target labels form work-item keys `prompt/target/sample`, so no "/" or spaces.
+_IDENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+# Validation context key: the loader runs the cross-item checks itself, to give each its line.
+DEFER_CROSS_CHECKS = "defer_cross_checks"
+
+
+def _matching(pattern: re.Pattern[str], rule: str, why: str):
+    """An AfterValidator refusing strings that do not match `pattern`."""
+
+    def check(value: str) -> str:
+        if not pattern.match(value):
+            raise ValueError(f"{rule} (got {value!r}); {why}")
+        return value
+
+    return check
+
+
+_check_slug = _matching(
+    _SLUG,
+    "must be a slug of at most 64 lowercase letters, digits, '-' or '_', starting with a letter"
+    " or digit",
+    "it is the Dagster partition key",
+)
+_check_ident = _matching(
+    _IDENT,
+    "may hold at most 100 letters, digits, '.', '-' or '_', starting with a letter or digit",
+    "it is part of each work item's key",
+)
+
+
+def _check_scalar(value: Any) -> Any:
+    if not isinstance(value, (str, int, float, bool)):
+        raise ValueError(f"must be a string or a number (got {type(value).__name__})")
+    return value
+
+
+def _as_list(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+Slug = Annotated[str, AfterValidator(_check_slug)]
+Ident = Annotated[str, AfterValidator(_check_ident)]
+NonEmptyStr = Annotated[str, Field(min_length=1)]
+Scalar = Annotated[Any, AfterValidator(_check_scalar)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ChatMessage(_Strict):
+    role: Role
+    content: NonEmptyStr
+    name: str | None = None
+
+
+class Prompt(_Strict):
+    # `id: 1` in YAML is an int; accept it as "1" rather than fail on a technicality.
+    model_config = ConfigDict(coerce_numbers_to_str=True)
+
+    id: Ident
+    text: NonEmptyStr | None = None
+    vars: dict[str, Scalar] | None = None
+    messages: list[ChatMessage] | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Prompt:
+        given = [k for k in ("text", "vars", "messages") if getattr(self, k) is not None]
+        if len(given) != 1:
+            found = f" (found {', '.join(given)})" if given else ""
+            raise FieldError(
+                given[1] if len(given) > 1 else "",
+                f"prompt {self.id!r} needs exactly one of text, vars or messages{found}",
+            )
+        if self.messages is not None and self.messages[-1].role != "user":
+            raise FieldError(
+                f"messages.{len(self.messages) - 1}",
+                f"prompt {self.id!r}: the last message must have role 'user' (the model answers"
+                f" it; got {self.messages[-1].role!r})",
+            )
+        return self
+
+    @property
+    def kind(self) -> str:
+        return "text" if self.text is not None else "vars" if self.vars is not None else "messages"
+
+
+class TargetParams(_Strict):
+    """Sampling parameters passed to the provider. Unknown names are refused (see ALLOWED_PARAMS)."""
+
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, ge=0, le=1)
+    max_tokens: int | None = Field(None, ge=1, le=1_000_000)
+    seed: int | None = None
+    stop: Annotated[list[str] | None, BeforeValidator(_as_list)] = Field(
+        None, min_length=1, max_length=MAX_STOP_SEQUENCES
+    )
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
+ALLOWED_PARAMS = tuple(sorted(TargetParams.model_fields))
+
+
+class Target(_Strict):
+    provider: Provider
+    model: NonEmptyStr | None = None
+    deployment: NonEmptyStr | None = None
+    label: Ident | None = None
+    params: TargetParams = Field(default_factory=TargetParams)
+
+    @model_validator(mode="after")
+    def _model_or_deployment(self) -> Target:
+        if self.deployment is not None and self.provider != "azure":
+            raise FieldError(
+                "deployment",
+                f"'deployment' is only for provider azure; {self.provider} targets name a 'model'",
+            )
+        if self.model is None and self.deployment is None:
+            wanted = "'deployment' (or 'model')" if self.provider == "azure" else "'model'"
+            raise FieldError("model", f"a {self.provider} target needs {wanted}")
+        return self
+
+    @property
+    def model_name(self) -> str:
+        """The model the target names: `model`, else the Azure deployment."""
+        return self.model or self.deployment or ""
+
+    @property
+    def default_label(self) -> str:
+        """`{provider}-{model}` from the model's last path segment (`hyperbolic-Llama-3.3-70B`),
+        or just the model when it already starts with the provider (`offline-echo`)."""
+        model = re.sub(r"[^A-Za-z0-9._-]+", "-", self.model_name.rsplit("/", 1)[-1]).strip("-._")
+        if model == self.provider or model.startswith(f"{self.provider}-"):
+            return model
+        return f"{self.provider}-{model}" if model else self.provider
+
+
+_SWITCH = {"on": True, "off": False, "yes": True, "no": False, "true": True, "false": False}
+
+
+class EmbedConfig(_Strict):
+    """`embed: true|false|on|off`, or a mapping with optional provider/model (on by default)."""
+
+    enabled: bool = False
+    provider: EmbedProvider | None = None
+    model: NonEmptyStr | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        if isinstance(value, EmbedConfig):
+            return value
+        if value is None:  # `embed:` left empty
+            return {"enabled": False}
+        if isinstance(value, str) and value.lower() in _SWITCH:
+            return {"enabled": _SWITCH[value.lower()]}
+        if isinstance(value, bool):
+            return {"enabled": value}
+        if isinstance(value, dict):
+            return value if "enabled" in value else {**value, "enabled": True}
+        raise ValueError(
+            f"use on/off (true/false) or a mapping with optional provider and model (got {value!r})"
+        )
+
+
+class PromptSet(_Strict):
+    """A validated prompt set. Build one with `load_prompt_set` (errors with lines) or
+    `PromptSet.model_validate(data)` (same checks, pydantic's error type)."""
+
+    name: Slug
+    description: str = ""
+    system: str | None = None
+    template: str | None = None
+    prompts: list[Prompt] = Field(min_length=1)
+    targets: list[Target] = Field(min_length=1)
+    samples: int = Field(1, ge=1, le=MAX_SAMPLES)
+    embed: EmbedConfig = Field(default_factory=lambda: EmbedConfig(enabled=False))
+    cache: bool = False
+    schedule: Schedule = "none"
+    tags: list[NonEmptyStr] = Field(default_factory=list)
+
+    _labels: list[str] = PrivateAttr(default_factory=list)
+
+    @field_validator("template")
+    @classmethod
+    def _template_parses(cls, value: str | None) -> str | None:
+        if value is not None:
+            template_fields(value)
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self, info: ValidationInfo) -> PromptSet:
+        self._labels = resolve_labels(self.targets)
+        if info.context and info.context.get(DEFER_CROSS_CHECKS):
+            return self  # the loader runs them itself, to report each with its line
+        issues = cross_check(self.template, enumerate(self.prompts), enumerate(self.targets))
+        if issues:
+            raise ValueError("; ".join(f"{format_loc(loc)}: {msg}" for loc, msg in issues))
+        return self
+
+    @property
+    def target_labels(self) -> list[str]:
+        """Each target's label: its own, else `{provider}-{model}` made unique within the set."""
+        return list(self._labels)
+
+    @property
+    def expected_calls(self) -> int:
+        return len(self.prompts) * len(self.targets) * self.samples
+
+    def canonical_json(self) -> str:
+        """The validated content as canonical JSON: what `content_hash` hashes. Defaults are
+        left out, so spelling one out (`cache: false`) is not a change."""
+        data = self.model_dump(mode="json", exclude_defaults=True)
+        return request_identity.canonical_json(data)
+
+    def content_hash(self) -> str:
+        return content_hash(self)
+
+    def prompt_messages(self, prompt: Prompt) -> list[dict[str, Any]]:
+        """The chat messages sent for `prompt`: the set's system prompt first (unless the
+        prompt's own messages start with one), then the prompt."""
+        if prompt.messages is not None:
+            body = [m.model_dump(exclude_none=True) for m in prompt.messages]
+        else:
+            body = [{"role": "user", "content": self.prompt_text(prompt)}]
+        if self.system and body[0]["role"] != "system":
+            body.insert(0, {"role": "system", "content": self.system})
+        return body
+
+    def prompt_text(self, prompt: Prompt) -> str | None:
+        """The plain text of a `text` or `vars` prompt (rendered); None for `messages`."""
+        if prompt.text is not None:
+            return prompt.text
+        if prompt.vars is not None:
+            return render_template(self.template or "", prompt.vars)
+        return None
+
+    def iter_work_items(self) -> Iterator[WorkItem]:
+        """Prompt-major, then target, then sample: the order of the file."""
+        index = 0
+        for prompt in self.prompts:
+            messages = self.prompt_messages(prompt)
+            text = self.prompt_text(prompt)
+            for target, label in zip(self.targets, self._labels, strict=True):
+                params = target.params.as_dict()
+                for sample in range(self.samples):
+                    yield WorkItem(
+                        key=f"{prompt.id}/{label}/{sample}",
+                        index=index,
+                        prompt_id=prompt.id,
+                        target_label=label,
+                        sample_index=sample,
+                        provider=target.provider,
+                        model=target.model,
+                        deployment=target.deployment,
+                        params=dict(params),
+                        messages=copy.deepcopy(messages),
+                        prompt_text=text,
+                        vars=dict(prompt.vars) if prompt.vars is not None else None,
+                    )
+                    index += 1
+
+    def work_items(self) -> list[WorkItem]:
+        return list(self.iter_work_items())
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One call to make: a prompt sent to a target, for one sample."""
+
+    key: str  # "{prompt_id}/{target_label}/{sample_index}", unique and stable within the set
+    index: int  # position in expansion order, 0-based
+    prompt_id: str
+    target_label: str
+    sample_index: int  # 0-based
+    provider: str
+    model: str | None
+    deployment: str | None  # azure only
+    params: dict[str, Any]  # only the parameters the target sets
+    messages: list[dict[str, Any]]  # final chat messages, system prompt first when set
+    prompt_text: str | None  # the plain prompt (rendered for vars prompts); None for messages
+    vars: dict[str, Any] | None = None
+
+    @property
+    def model_name(self) -> str:
+        return self.model or self.deployment or ""
+
+
+def resolve_labels(targets: Sequence[Target]) -> list[str]:
+    """Explicit labels as given; missing ones derived from provider+model, suffixed `-2`, `-3`…
+    when that is taken, so labels are unique whenever the explicit ones are."""
+    taken = {t.label for t in targets if t.label}
+    labels: list[str] = []
+    for target in targets:
+        if target.label:
+            labels.append(target.label)
+            continue
+        base = target.default_label
+        label, n = base, 1
+        while label in taken:
+            n += 1
+            label = f"{base}-{n}"
+        taken.add(label)
+        labels.append(label)
+    return labels
+
+
+def content_hash(prompt_set: PromptSet) -> str:
+    """sha256 (hex) of the canonical validated content: comments, whitespace, key order, YAML vs
+    JSON and spelled-out defaults do not change it; any change to what would run does."""
+    return hashlib.sha256(prompt_set.canonical_json().encode("utf-8")).hexdigest()
