@@ -13,7 +13,7 @@ from ..db import DatabaseConnection
 from ..providers import BaseLLMProvider, ProviderFactory
 from ..providers.factory import PROVIDER_ENV_VARS, REQUIRED_SETTINGS
 from ..services import InferenceService
-from ..services.rate_limits import ProviderLimits
+from ..services.inference import ProviderLimits
 
 # Supplied by a prompt set's target, not by the environment.
 TARGET_SUPPLIED = {"model", "deployment_name"}

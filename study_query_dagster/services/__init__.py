@@ -1,12 +1,18 @@
 """Business logic (no Dagster): inference with retry and capture, preprocessing,
 conversations, pricing."""
 
-from .capture import CaptureWriter, Membership
 from .conversation import ConversationService
-from .inference import BatchResults, InferenceService, compute_request_hash
+from .inference import (
+    BatchResults,
+    CaptureWriter,
+    InferenceService,
+    Membership,
+    ProviderLimits,
+    TokenBucket,
+    compute_request_hash,
+)
 from .preprocessing import PromptPreprocessor
 from .pricing import PriceTable, estimate_cost, get_price_table
-from .rate_limits import TokenBucket
 
 __all__ = [
     "BatchResults",
@@ -16,6 +22,7 @@ __all__ = [
     "Membership",
     "PriceTable",
     "PromptPreprocessor",
+    "ProviderLimits",
     "TokenBucket",
     "compute_request_hash",
     "estimate_cost",

@@ -24,9 +24,16 @@ def run_adhoc(resources, config):
 
 def test_adhoc_prompt_is_captured_grouped_and_shown(db_url, tmp_path, llm_server):
     resources = make_resources(db_url, tmp_path, llm_server.url)
-    config = {"provider": "openai", "model": "gpt-4o-mini", "prompt": "Is water wet?",
-              "temperature": 0.0, "group_type": "experiment", "group_name": "wetness",
-              "role": "probe", "position": 7}  # fmt: skip
+    config = {
+        "provider": "openai",
+        "model": "gpt-4o-mini",
+        "prompt": "Is water wet?",
+        "temperature": 0.0,
+        "group_type": "experiment",
+        "group_name": "wetness",
+        "role": "probe",
+        "position": 7,
+    }
     result = run_adhoc(resources, config)
     assert result.success
     [output] = [e for e in result.all_events if e.event_type_value == "STEP_OUTPUT"]
@@ -50,9 +57,11 @@ def test_adhoc_prompt_is_captured_grouped_and_shown(db_url, tmp_path, llm_server
 
 def test_adhoc_messages_and_failures(db_url, tmp_path, llm_server):
     resources = make_resources(db_url, tmp_path, llm_server.url)
-    chat = {"provider": "openai", "model": "gpt-4o-mini",
-            "messages": [{"role": "system", "content": "Be brief."},
-                         {"role": "user", "content": "Hi"}]}  # fmt: skip
+    chat = {
+        "provider": "openai",
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
+    }
     assert run_adhoc(resources, chat).success
     assert llm_server.requests[-1].body["messages"][0]["content"] == "Be brief."
 

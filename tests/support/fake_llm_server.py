@@ -23,6 +23,7 @@ import base64
 import contextlib
 import hashlib
 import json
+import select
 import socket
 import sys
 import threading
@@ -41,7 +42,8 @@ class Fault:
     """What to do instead of answering normally.
 
     kind: "status" (HTTP `status` with an OpenAI-style error body, or `body` verbatim),
-    "hang" (send nothing for `hang_s` seconds), "drop" (close the connection without a response),
+    "hang" (send nothing for `hang_s` seconds, or never with `hang_s=None`, then close; a
+    client that gives up first ends the hang), "drop" (close the connection without a response),
     "malformed" (200 with a truncated JSON body), "content_filter" (Azure's 400 refusal),
     "slow" (answer normally after `hang_s` seconds).
     """
@@ -52,7 +54,7 @@ class Fault:
     retry_after_ms: int | None = None
     body: str | None = None
     content_type: str = "application/json"
-    hang_s: float = 30.0
+    hang_s: float | None = 30.0
 
 
 @dataclass
@@ -244,9 +246,13 @@ class _Handler(BaseHTTPRequestHandler):
         except json.JSONDecodeError:
             body = raw.decode(errors="replace")
         request = RecordedRequest(
-            method="POST", path=split.path, query=parse_qs(split.query),
-            headers={k.lower(): v for k, v in self.headers.items()}, body=body, at=time.time(),
-        )  # fmt: skip
+            method="POST",
+            path=split.path,
+            query=parse_qs(split.query),
+            headers={k.lower(): v for k, v in self.headers.items()},
+            body=body,
+            at=time.time(),
+        )
         fault = self.fake._next_fault(request)
         request.fault = fault.kind if fault else None
         self.fake._record(request)
@@ -378,7 +384,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _apply_fault(self, fault: Fault) -> None:
         if fault.kind == "hang":
-            self.fake.wait(fault.hang_s)
+            self._hang(fault.hang_s)
             self._drop()
         elif fault.kind == "drop":
             self._drop()
@@ -408,8 +414,25 @@ class _Handler(BaseHTTPRequestHandler):
             if fault.body is not None:
                 self._send_raw(fault.status, fault.body.encode(), fault.content_type, headers)
             else:
-                self._send_error(fault.status, f"http_{fault.status}", f"scripted {fault.status}",
-                                 headers)  # fmt: skip
+                message = f"scripted {fault.status}"
+                self._send_error(fault.status, f"http_{fault.status}", message, headers)
+
+    def _hang(self, seconds: float | None) -> None:
+        """Send nothing for `seconds` (forever if None), until the client hangs up or the server
+        stops: a hang never outlives the client that waits for it."""
+        deadline = None if seconds is None else time.monotonic() + seconds
+        while not self.fake._stopping.is_set():
+            left = 0.05 if deadline is None else min(0.05, deadline - time.monotonic())
+            if left <= 0:
+                return
+            readable, _, _ = select.select([self.connection], [], [], left)
+            if readable:
+                try:
+                    if not self.connection.recv(1, socket.MSG_PEEK):
+                        return  # the client closed the connection
+                except OSError:
+                    return
+                self.fake.wait(left)  # pipelined bytes, not a hang-up: keep waiting
 
     def _drop(self) -> None:
         self.close_connection = True
