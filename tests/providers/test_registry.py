@@ -138,6 +138,9 @@ assert "echo" in LLMProvidersResource.model_fields  # hashy has nothing to confi
 assert "hashy" not in LLMProvidersResource.model_fields
 embedding = EmbeddingResource(llm=llm, provider="hashy")
 assert embedding.missing_env_vars() == []
+from study_query_dagster.services import prompt_sets
+
+assert "echo" in prompt_sets.PROVIDERS and "hashy" in prompt_sets.EMBED_PROVIDERS
 print("ok")
 """
 
