@@ -159,8 +159,11 @@ class _OpenAISDKEmbeddingProvider(BaseEmbeddingProvider):
             got = len(data) if isinstance(data, list) else "no"
             raise ProviderError(
                 f"{self.name}: asked for {len(texts)} embeddings, got {got}",
-                self.name, retryable=True, error_type="malformed_response", request_id=request_id,
-            )  # fmt: skip
+                self.name,
+                retryable=True,
+                error_type="malformed_response",
+                request_id=request_id,
+            )
         try:
             data = sorted(data, key=lambda d: d["index"])
             vectors = [_decode(d["embedding"]) for d in data]
@@ -169,9 +172,13 @@ class _OpenAISDKEmbeddingProvider(BaseEmbeddingProvider):
             if array.ndim != 2 or array.shape[1] == 0 or not np.all(np.isfinite(array)):
                 raise ValueError("vectors must be equally long, non-empty and finite")
         except (KeyError, TypeError, ValueError) as exc:
-            raise ProviderError(f"{self.name}: malformed embeddings response: {exc}", self.name,
-                                retryable=True, error_type="malformed_response",
-                                request_id=request_id) from exc  # fmt: skip
+            raise ProviderError(
+                f"{self.name}: malformed embeddings response: {exc}",
+                self.name,
+                retryable=True,
+                error_type="malformed_response",
+                request_id=request_id,
+            ) from exc
         usage = body.get("usage")
         usage = usage if isinstance(usage, dict) else {}
         return EmbeddingResult(
@@ -227,9 +234,12 @@ class OpenAIEmbeddingProvider(_OpenAISDKEmbeddingProvider):
         self.base_url = base_url
         self._secrets = (api_key,)
         self._client = openai.AsyncOpenAI(
-            api_key=api_key, base_url=base_url, organization=organization,
-            timeout=timeout, max_retries=0,
-        )  # fmt: skip
+            api_key=api_key,
+            base_url=base_url,
+            organization=organization,
+            timeout=timeout,
+            max_retries=0,
+        )
 
 
 class AzureEmbeddingProvider(_OpenAISDKEmbeddingProvider):
@@ -262,9 +272,12 @@ class AzureEmbeddingProvider(_OpenAISDKEmbeddingProvider):
         self.default_token_limit = token_limit
         self._secrets = (api_key,)
         self._client = openai.AsyncAzureOpenAI(
-            api_key=api_key, azure_endpoint=endpoint, api_version=api_version,
-            timeout=timeout, max_retries=0,
-        )  # fmt: skip
+            api_key=api_key,
+            azure_endpoint=endpoint,
+            api_version=api_version,
+            timeout=timeout,
+            max_retries=0,
+        )
 
 
 # --- offline ---------------------------------------------------------------------------------
@@ -316,8 +329,9 @@ class OfflineEmbeddingProvider(BaseEmbeddingProvider):
     def __init__(self, dimensions: int = 256, *, default_model: str | None = None):
         self.default_model = default_model or self.default_model
         if isinstance(dimensions, bool) or not isinstance(dimensions, int) or dimensions <= 0:
-            raise ValueError(f"offline embeddings: `dimensions` must be a positive integer "
-                             f"(got {dimensions!r})")  # fmt: skip
+            raise ValueError(
+                f"offline embeddings: `dimensions` must be a positive integer (got {dimensions!r})"
+            )
         self.dimensions = dimensions
 
     async def embed(

@@ -1,8 +1,15 @@
-"""Business logic (no Dagster): inference with retry and capture, preprocessing,
-conversations, pricing."""
+"""Business logic (no Dagster): inference with retry and capture, embeddings with their cache,
+preprocessing, conversations, pricing."""
 
 from .capture import CaptureWriter, Membership
 from .conversation import ConversationService
+from .embeddings import (
+    EmbeddingError,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    EmbeddingService,
+    SimilarEmbedding,
+)
 from .inference import BatchResults, InferenceService, compute_request_hash
 from .preprocessing import PromptPreprocessor
 from .pricing import PriceTable, estimate_cost, get_price_table
@@ -12,10 +19,15 @@ __all__ = [
     "BatchResults",
     "CaptureWriter",
     "ConversationService",
+    "EmbeddingError",
+    "EmbeddingRequest",
+    "EmbeddingResponse",
+    "EmbeddingService",
     "InferenceService",
     "Membership",
     "PriceTable",
     "PromptPreprocessor",
+    "SimilarEmbedding",
     "TokenBucket",
     "compute_request_hash",
     "estimate_cost",

@@ -239,8 +239,13 @@ async def test_from_env_reads_the_chat_providers_variables(llm_server, monkeypat
 
 
 def test_from_env_names_the_missing_variable(monkeypatch):
-    for var in ("OPENAI_API_KEY", "AZURE_OPENAI_API_KEY", "AZURE_OPENAI_ENDPOINT",
-                "EMBEDDING_PROVIDER", "EMBEDDING_MODEL"):  # fmt: skip
+    for var in (
+        "OPENAI_API_KEY",
+        "AZURE_OPENAI_API_KEY",
+        "AZURE_OPENAI_ENDPOINT",
+        "EMBEDDING_PROVIDER",
+        "EMBEDDING_MODEL",
+    ):
         monkeypatch.delenv(var, raising=False)
     settings = Settings(_env_file=None)
     with pytest.raises(ValueError, match="needs OPENAI_API_KEY"):

@@ -15,6 +15,10 @@ Faults: `script(Fault(...), ..., match="embeddings")` queues faults consumed in 
 next matching requests; `fault_fn(request) -> Fault | None` decides per request (storms);
 `unknown_models` answers 404 for those models/deployments; `embedding_fn` replaces the
 deterministic vectors (e.g. to make two calls for one text differ). Every request is recorded.
+
+Races: `hold(until, match=...)` keeps the answers to matching requests back until
+`until(the matching requests received so far)` is true, e.g. until two clients have both sent,
+so a test forces an interleaving instead of hoping latency produces it.
 """
 
 from __future__ import annotations
@@ -105,6 +109,8 @@ class FakeLLMServer:
         self.max_in_flight = 0  # the most at once since start/reset
         self._queue: list[_Queued] = []
         self._lock = threading.Lock()
+        self._gate = threading.Condition(self._lock)
+        self._hold: tuple[Callable[[list[RecordedRequest]], bool], str | None] | None = None
         self._stopping = threading.Event()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -124,6 +130,7 @@ class FakeLLMServer:
 
     def stop(self) -> None:
         self._stopping.set()
+        self.release()
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
@@ -135,6 +142,7 @@ class FakeLLMServer:
         self.stop()
 
     def reset(self) -> None:
+        self.release()
         with self._lock:
             self.requests.clear()
             self._queue.clear()
@@ -168,6 +176,32 @@ class FakeLLMServer:
         with self._lock:
             self._queue.extend(_Queued(f, match) for f in faults)
 
+    def hold(
+        self, until: Callable[[list[RecordedRequest]], bool], match: str | None = None
+    ) -> None:
+        """Answer no request whose path contains `match` (any if None) until `until` is true
+        of the matching requests received so far; from then on (or `release()`), answer all."""
+        with self._lock:
+            self._hold = (until, match)
+
+    def release(self) -> None:
+        """Open a `hold` now (e.g. when a test fails before its condition can come true)."""
+        with self._gate:
+            self._hold = None
+            self._gate.notify_all()
+
+    def _pass_gate(self, request: RecordedRequest) -> None:
+        with self._gate:
+            while self._hold is not None and not self._stopping.is_set():
+                until, match = self._hold
+                if match is not None and match not in request.path:
+                    return
+                if until([r for r in self.requests if match is None or match in r.path]):
+                    self._hold = None
+                    self._gate.notify_all()
+                    return
+                self._gate.wait()
+
     def count(self, path_contains: str = "", *, succeeded: bool | None = None) -> int:
         with self._lock:
             hits = [r for r in self.requests if path_contains in r.path]
@@ -194,8 +228,9 @@ class FakeLLMServer:
             self.in_flight -= 1
 
     def _record(self, request: RecordedRequest) -> None:
-        with self._lock:
+        with self._gate:
             self.requests.append(request)
+            self._gate.notify_all()  # a hold's condition may have come true
 
     def wait(self, seconds: float) -> None:
         """Sleep that ends early when the server stops (so hangs never outlive a test run)."""
@@ -250,6 +285,7 @@ class _Handler(BaseHTTPRequestHandler):
         fault = self.fake._next_fault(request)
         request.fault = fault.kind if fault else None
         self.fake._record(request)
+        self.fake._pass_gate(request)
 
         if self.fake.latency_s:
             self.fake.wait(self.fake.latency_s)
