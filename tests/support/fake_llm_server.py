@@ -14,7 +14,8 @@ sha256 (`dimensions` components, default 16), returned as floats or base64 float
 Faults: `script(Fault(...), ..., match="embeddings")` queues faults consumed in order by the
 next matching requests; `fault_fn(request) -> Fault | None` decides per request (storms);
 `unknown_models` answers 404 for those models/deployments; `embedding_fn` replaces the
-deterministic vectors (e.g. to make two calls for one text differ). Every request is recorded.
+deterministic vectors (e.g. to make two calls for one text differ); `ignore_dimensions` answers
+`default_dimensions` components whatever was asked. Every request is recorded.
 
 Races: `hold(until, match=...)` keeps the answers to matching requests back until
 `until(the matching requests received so far)` is true, e.g. until two clients have both sent,
@@ -104,6 +105,8 @@ class FakeLLMServer:
         self.reply_fn: Callable[[RecordedRequest], str] | None = None
         # (request, text, dimensions) -> vector, instead of the deterministic fake_embedding.
         self.embedding_fn: Callable[[RecordedRequest, str, int], list[float]] | None = None
+        # Answer `default_dimensions` components whatever `dimensions` asks (as some servers do).
+        self.ignore_dimensions = False
         self.require_auth = True
         self.in_flight = 0  # POST requests being handled now
         self.max_in_flight = 0  # the most at once since start/reset
@@ -151,6 +154,7 @@ class FakeLLMServer:
         self.fault_fn = None
         self.reply_fn = None
         self.embedding_fn = None
+        self.ignore_dimensions = False
         self.require_auth = True
         self.max_in_flight = self.in_flight
 
@@ -391,6 +395,8 @@ class _Handler(BaseHTTPRequestHandler):
         inputs = body.get("input")
         inputs = [inputs] if isinstance(inputs, str) else list(inputs or [])
         dimensions = int(body.get("dimensions") or self.fake.default_dimensions)
+        if self.fake.ignore_dimensions:
+            dimensions = self.fake.default_dimensions
         data = []
         for i, text in enumerate(inputs):
             if self.fake.embedding_fn is not None:

@@ -69,6 +69,12 @@ class CallCapture:
         with self.db.session_scope() as session:
             return GroupRepository(session).get_group(group_id) is not None
 
+    def stored_dimension(self, model: str, dimensions: int | None) -> int | None:
+        """The length of this provider's vectors already stored for `model` at `dimensions`
+        (None: the model's default size), or None when there are none."""
+        with self.db.session_scope() as session:
+            return VectorStore(session).stored_dimension(self.provider_name, model, dimensions)
+
     # --- rows ------------------------------------------------------------------------------
 
     def _store_success(self, call: Call) -> dict[str, CacheEntry]:

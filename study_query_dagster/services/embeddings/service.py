@@ -370,6 +370,18 @@ class EmbeddingService:
                 truncated=item.truncated,
                 error=error,
             )
+        dimensions = item.key.dimensions if item.key else None
+        if dimensions is not None and entry.vector.size != dimensions:
+            # Stored before mismatched sizes were refused: not served as if it fitted.
+            error = EmbeddingError(
+                "dimension_mismatch",
+                f"the stored embedding {entry.embedding_id} has {entry.vector.size} dimensions "
+                f"but {dimensions} were asked for",
+                raw_call_id=entry.raw_call_id,
+            )
+            return EmbeddingResponse(
+                None, model, None, item.request_hash, text=item.text, error=error
+            )
         return EmbeddingResponse(
             array=entry.vector,
             model=entry.model,
