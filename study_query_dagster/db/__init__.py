@@ -14,7 +14,7 @@ from .models_v2 import (
     RunFailure,
 )
 from .queries import CallFilter
-from .raw_call_repository import RawCallRepository
+from .raw_call_repository import RawCallRepository, validate_raw_call
 
 __all__ = [
     "CALL_STATUSES",
@@ -31,4 +31,5 @@ __all__ = [
     "RawCallRepository",
     "RunFailure",
     "normalize_url",
+    "validate_raw_call",
 ]

@@ -139,7 +139,7 @@ class GroupMember(Base):
 class MigrationLedger(Base):
     """Which legacy v1 row became which raw_call: makes the v1 -> v2 migration idempotent and
     incremental. `source` identifies the v1 database by content, not by URL (see
-    services/migration.py), so a moved or copied SQLite file is still recognised."""
+    services/migration/source.py), so a moved or copied SQLite file is still recognised."""
 
     __tablename__ = "migration_ledger"
     # One raw_call per (source, v1 row): a concurrent second run fails instead of duplicating.

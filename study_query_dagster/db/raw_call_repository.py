@@ -31,14 +31,13 @@ from sqlalchemy import (
     text,
     type_coerce,
 )
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from ..log import get_logger
 from .models_v2 import CALL_STATUSES, EmbeddingVector, Group, GroupMember, RawCall, RunFailure
 from .queries import CallFilter, percentiles, provider_totals_query
 from .types import Vector, utcnow
+from .upsert import insert_ignore as _insert_ignore
 
 logger = get_logger(__name__)
 
@@ -98,12 +97,6 @@ def validate_embedding(row: Mapping[str, Any], where: str = "embedding") -> dict
     if out.get("norm") is None:
         out["norm"] = float(np.linalg.norm(vector))
     return out
-
-
-def _insert_ignore(session: Session, model, index_elements: list[str]):
-    if session.get_bind().dialect.name == "postgresql":
-        return pg_insert(model).on_conflict_do_nothing(index_elements=index_elements)
-    return sqlite_insert(model).on_conflict_do_nothing(index_elements=index_elements)
 
 
 def _searchable_texts(request_json: Any, response_json: Any) -> Iterable[str]:
