@@ -10,6 +10,7 @@ from .models_v2 import (
     Group,
     GroupMember,
     MigrationLedger,
+    MigrationQuarantine,
     RawCall,
     RunFailure,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "InferenceRepository",
     "InferenceRun",
     "MigrationLedger",
+    "MigrationQuarantine",
     "RawCall",
     "RawCallRepository",
     "RunFailure",

@@ -71,6 +71,15 @@ INVALID_ROWS = (
 )
 
 
+def legacy_label(url: str | URL) -> str:
+    """What messages call a legacy database: a SQLite file's absolute path, or the URL without
+    its password (the same text `LegacySource.safe_url` gives)."""
+    parsed = normalize_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        return str(Path(parsed.database).expanduser().resolve())
+    return parsed.render_as_string(hide_password=True)
+
+
 @dataclass
 class LegacySource:
     """A v1 database opened for reading only."""
@@ -95,13 +104,13 @@ class LegacySource:
                 creator=lambda: sqlite3.connect(uri, uri=True, timeout=30),
                 poolclass=NullPool,
             )
-            return cls(engine, label=str(path))
+            return cls(engine, label=legacy_label(parsed))
         engine = create_engine(
             parsed,
             poolclass=NullPool,
             connect_args={"options": "-c default_transaction_read_only=on"},
         )
-        return cls(engine, label=parsed.render_as_string(hide_password=True))
+        return cls(engine, label=legacy_label(parsed))
 
     @property
     def dialect(self) -> str:
@@ -140,21 +149,22 @@ class LegacySource:
             ).one()
         return int(row[0]), row[1], row[2]
 
-    def time_range(self) -> tuple[Any, Any]:
-        """(min, max) created_at over all rows, as the driver returns them."""
+    def time_range(self, without: list[int] = ()) -> tuple[Any, Any]:
+        """(min, max) created_at over all rows but `without`, as the driver returns them."""
+        stmt = select(func.min(v1.c.created_at), func.max(v1.c.created_at))
+        if without:
+            stmt = stmt.where(v1.c.id.not_in(list(without)))
         with self.engine.connect() as conn:
-            return tuple(
-                conn.execute(select(func.min(v1.c.created_at), func.max(v1.c.created_at))).one()
-            )
+            return tuple(conn.execute(stmt).one())
 
-    def invalid_rows(self, limit: int = 10) -> Iterator[tuple[str, list[int]]]:
-        """(field, first `limit` v1 ids) for each kind of row the v2 schema cannot take."""
+    def invalid_rows(self) -> Iterator[tuple[str, int]]:
+        """(field, v1 id) of every row the v2 schema cannot take that SQL finds cheaply, one
+        kind of problem after the other, ids ascending."""
         with self.engine.connect() as conn:
             for name, condition in INVALID_ROWS:
-                stmt = select(v1.c.id).where(condition).order_by(v1.c.id).limit(limit)
-                ids = list(conn.scalars(stmt))
-                if ids:
-                    yield name, ids
+                stmt = select(v1.c.id).where(condition).order_by(v1.c.id)
+                for v1_id in conn.execution_options(stream_results=True).scalars(stmt):
+                    yield name, v1_id
 
     # --- rows -----------------------------------------------------------------------------
 
@@ -196,6 +206,12 @@ class LegacySource:
         with self.engine.connect() as conn:
             return conn.execute(_select_rows().where(v1.c.id.in_(ids)).order_by(v1.c.id)).all()
 
+    def ids_at_or_below(self, high: int, n: int) -> list[int]:
+        """The `n` highest v1 ids that are <= `high`, descending."""
+        stmt = select(v1.c.id).where(v1.c.id <= high).order_by(v1.c.id.desc()).limit(n)
+        with self.engine.connect() as conn:
+            return list(conn.scalars(stmt))
+
     # --- batches --------------------------------------------------------------------------
 
     def _batch_stream(self, *aggregates) -> Iterator[tuple]:
@@ -220,20 +236,43 @@ class LegacySource:
         with self.engine.connect() as conn:
             return set(conn.scalars(select(v1.c.id).where(v1.c.batch_id == batch_id)))
 
+    def batch_ids_of(self, ids: list[int]) -> dict[int, str | None]:
+        """v1 id -> its batch_id, for these ids."""
+        with self.engine.connect() as conn:
+            return dict(conn.execute(select(v1.c.id, v1.c.batch_id).where(v1.c.id.in_(ids))).all())
+
+    def batch_time_range(self, batch_id: str, without: list[int]) -> tuple[Any, Any]:
+        """(min, max) created_at of a batch leaving out the rows `without`."""
+        stmt = select(func.min(v1.c.created_at), func.max(v1.c.created_at)).where(
+            v1.c.batch_id == batch_id, v1.c.id.not_in(without)
+        )
+        with self.engine.connect() as conn:
+            return tuple(conn.execute(stmt).one())
+
+    def batch_rows(self) -> Iterator[tuple[str, int, Any]]:
+        """(batch_id, id, created_at) of every batched row, in bytewise batch_id order."""
+        stmt = (
+            select(v1.c.batch_id, v1.c.id, v1.c.created_at)
+            .where(*_batched())
+            .order_by(bytewise(v1.c.batch_id, self.dialect))
+        )
+        with self.engine.connect() as conn:
+            yield from (tuple(r) for r in conn.execution_options(stream_results=True).execute(stmt))
+
 
 Legacy = LegacySource | DatabaseConnection | str | URL
 
 
 @contextmanager
 def opened(legacy: Legacy) -> Iterator[LegacySource]:
-    """A `LegacySource` for a URL (disposed afterwards), or the given source/connection."""
+    """A `LegacySource` for a URL or a `DatabaseConnection`'s URL (disposed afterwards), or the
+    given source."""
     if isinstance(legacy, LegacySource):
         yield legacy
         return
-    if isinstance(legacy, DatabaseConnection):
-        yield LegacySource(legacy.engine, owned=False, label=legacy.safe_url)
-        return
-    source = LegacySource.open(legacy)
+    # A DatabaseConnection's own engine would write (a SQLite file is switched to WAL on
+    # connect): its URL is opened read-only instead.
+    source = LegacySource.open(legacy.url if isinstance(legacy, DatabaseConnection) else legacy)
     try:
         yield source
     finally:

@@ -1,9 +1,9 @@
-"""`MigrationLedgerRepository`: the v2 side of the v1 -> v2 migration.
+"""`MigrationLedgerRepository`: the v2 side of the v1 -> v2 migration as it writes.
 
-Writes one chunk of migrated rows (raw_calls, their `migration_ledger` entries and their `batch`
-group memberships) in one transaction, and reads back what the ledger says was migrated: the
-ids a source already has, the rows that identify a source, and the per-batch and per-row data
-the backfill checks compare with the v1 side.
+Writes one chunk of migrated rows (raw_calls, their `migration_ledger` entries, their `batch`
+group memberships, and quarantine changes) in one transaction, and reads the ledger and the
+quarantine: the ids a source already has, the rows that identify a source, and the v1 rows it
+skipped. (What the backfill checks read is in `migrated_reader.py`.)
 """
 
 from __future__ import annotations
@@ -12,24 +12,22 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, exists, func, insert, select, tuple_, update
+from sqlalchemy import and_, bindparam, delete, func, insert, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from . import RawCallRepository
 from .connection import DatabaseConnection
-from .legacy_reader import ID_PAGE, bytewise
-from .models_v2 import Group, GroupMember, MigrationLedger, RawCall
+from .legacy_reader import ID_PAGE
+from .models_v2 import Group, GroupMember, MigrationLedger, MigrationQuarantine, RawCall
 from .types import utcnow
-from .upsert import insert_ignore
+from .upsert import insert_ignore, insert_or_update
 
 BATCH_GROUP_TYPE = "batch"
 
 # One migrated row: (v1 id, batch_id or None, validated raw_calls row).
 ChunkRow = tuple[int, str | None, dict[str, Any]]
-
-
-def _tagged(source_id: str):
-    return RawCall.metadata_json["v1_source"].as_string() == source_id
+# One skipped row: (v1 id, field, reason).
+Quarantined = tuple[int, str, str]
 
 
 def _member_order(source_id: str):
@@ -92,12 +90,52 @@ class MigrationLedgerRepository:
             yield from (tuple(r) for r in rows)
             after = rows[-1][0]
 
+    def max_v1_id(self, source_id: str) -> int | None:
+        stmt = select(func.max(MigrationLedger.v1_id)).where(MigrationLedger.source == source_id)
+        with self.db.session_scope() as session:
+            return session.scalar(stmt)
+
+    def migrated_identity(self, source_id: str, v1_ids: list[int]) -> dict[int, tuple]:
+        """v1 id -> (created_at, prompt) of the rows this source migrated with these ids."""
+        stmt = (
+            select(MigrationLedger.v1_id, RawCall.created_at, RawCall.request_json)
+            .join(RawCall, RawCall.id == MigrationLedger.raw_call_id)
+            .where(MigrationLedger.source == source_id, MigrationLedger.v1_id.in_(v1_ids))
+        )
+        with self.db.session_scope() as session:
+            return {
+                v1_id: (created_at, request.get("prompt") if isinstance(request, dict) else None)
+                for v1_id, created_at, request in session.execute(stmt)
+            }
+
+    # --- quarantine -------------------------------------------------------------------------
+
+    def quarantined(self, source_id: str) -> dict[int, tuple[str, str]]:
+        """v1 id -> (field, reason) of every row of this source in quarantine."""
+        stmt = (
+            select(MigrationQuarantine.v1_id, MigrationQuarantine.field, MigrationQuarantine.reason)
+            .where(MigrationQuarantine.source == source_id)
+            .order_by(MigrationQuarantine.v1_id)
+        )
+        with self.db.session_scope() as session:
+            return {v1_id: (field, reason) for v1_id, field, reason in session.execute(stmt)}
+
     # --- writes -----------------------------------------------------------------------------
 
-    def write_chunk(self, source_id: str, chunk: list[ChunkRow]) -> tuple[int, int]:
-        """raw_calls + ledger + batch memberships of one chunk, in one transaction. Returns
-        (memberships added, existing positions moved)."""
+    def write_chunk(
+        self,
+        source_id: str,
+        chunk: list[ChunkRow],
+        quarantine: list[Quarantined] = (),
+        released: list[int] = (),
+    ) -> tuple[int, int]:
+        """raw_calls + ledger + batch memberships of one chunk, in one transaction, with the
+        rows this chunk skipped put in quarantine and the `released` v1 ids (migrated now)
+        taken out of it. Returns (memberships added, existing positions moved)."""
         with self.db.session_scope() as session:
+            _update_quarantine(session, source_id, quarantine, released)
+            if not chunk:
+                return 0, 0
             call_ids = RawCallRepository(session).insert_raw_calls([raw for _, _, raw in chunk])
             now = utcnow()
             # Core executemany (not the ORM's bulk path): these rows need no ORM bookkeeping.
@@ -126,86 +164,35 @@ class MigrationLedgerRepository:
                 )
         return len(batched), moved
 
-    # --- what the backfill checks read --------------------------------------------------------
 
-    def tagged_rows(self, source_id: str, limit: int) -> tuple[int, list[tuple[int, Any]], int]:
-        """(raw_calls tagged with this source, the first `limit` of them missing from the
-        ledger as (call id, v1 id), how many are missing in all)."""
-        with self.db.session_scope() as session:
-            tagged = session.scalar(
-                select(func.count()).select_from(RawCall).where(_tagged(source_id))
-            )
-            not_in_ledger = ~exists().where(MigrationLedger.raw_call_id == RawCall.id)
-            strays = session.execute(
-                select(RawCall.id, RawCall.metadata_json["v1_id"].as_integer())
-                .where(_tagged(source_id), not_in_ledger)
-                .order_by(RawCall.id)
-                .limit(limit)
-            ).all()
-            in_ledger = session.scalar(
-                select(func.count())
-                .select_from(MigrationLedger)
-                .join(RawCall, RawCall.id == MigrationLedger.raw_call_id)
-                .where(MigrationLedger.source == source_id, _tagged(source_id))
-            )
-        return tagged, [tuple(s) for s in strays], tagged - in_ledger
-
-    def _batch_stream(self, source_id: str, *aggregates) -> Iterator[tuple]:
-        stmt = (
-            select(Group.name, *aggregates)
-            .join(GroupMember, GroupMember.group_id == Group.id)
-            .join(MigrationLedger, MigrationLedger.raw_call_id == GroupMember.call_id)
-            .join(RawCall, RawCall.id == GroupMember.call_id)
-            .where(Group.group_type == BATCH_GROUP_TYPE, MigrationLedger.source == source_id)
-            .group_by(Group.name)
-            .order_by(bytewise(Group.name, self.db.dialect))
-        )
-        with self.db.engine.connect() as conn:
-            yield from (tuple(r) for r in conn.execution_options(stream_results=True).execute(stmt))
-
-    def batch_sizes(self, source_id: str) -> Iterator[tuple[str, int]]:
-        """(batch name, migrated members) per batch group, in bytewise name order."""
-        return self._batch_stream(source_id, func.count(GroupMember.id))
-
-    def batch_time_ranges(self, source_id: str) -> Iterator[tuple[str, datetime, datetime]]:
-        """(batch name, min created_at, max created_at) of migrated members, bytewise order."""
-        return self._batch_stream(
-            source_id, func.min(RawCall.created_at), func.max(RawCall.created_at)
-        )
-
-    def batch_member_v1_ids(self, source_id: str, batch_id: str) -> set[int]:
-        stmt = (
-            select(MigrationLedger.v1_id)
-            .join(GroupMember, GroupMember.call_id == MigrationLedger.raw_call_id)
-            .join(Group, Group.id == GroupMember.group_id)
-            .where(
-                Group.group_type == BATCH_GROUP_TYPE,
-                Group.name == batch_id,
-                MigrationLedger.source == source_id,
+def _update_quarantine(session, source_id, quarantine, released) -> None:
+    if released:
+        session.execute(
+            delete(MigrationQuarantine).where(
+                MigrationQuarantine.source == source_id,
+                MigrationQuarantine.v1_id.in_(list(released)),
             )
         )
-        with self.db.session_scope() as session:
-            return set(session.scalars(stmt))
-
-    def time_range(self, source_id: str) -> tuple[datetime | None, datetime | None]:
-        """(min, max) created_at of every row migrated from this source."""
-        stmt = (
-            select(func.min(RawCall.created_at), func.max(RawCall.created_at))
-            .join(MigrationLedger, MigrationLedger.raw_call_id == RawCall.id)
-            .where(MigrationLedger.source == source_id)
+    if quarantine:
+        now = utcnow()
+        session.execute(
+            insert_or_update(
+                session,
+                MigrationQuarantine,
+                ["source", "v1_id"],
+                ["field", "reason", "quarantined_at"],
+            ),
+            [
+                {
+                    "source": source_id,
+                    "v1_id": v1_id,
+                    "field": field,
+                    "reason": reason[:2000],
+                    "quarantined_at": now,
+                }
+                for v1_id, field, reason in quarantine
+            ],
         )
-        with self.db.session_scope() as session:
-            return tuple(session.execute(stmt).one())
-
-    def migrated_calls(self, source_id: str, v1_ids: list[int]) -> dict[int, dict[str, Any]]:
-        """v1 id -> its raw_call as a dict, for the v1 ids of this source in the ledger."""
-        stmt = (
-            select(MigrationLedger.v1_id, RawCall)
-            .join(RawCall, RawCall.id == MigrationLedger.raw_call_id)
-            .where(MigrationLedger.source == source_id, MigrationLedger.v1_id.in_(v1_ids))
-        )
-        with self.db.session_scope() as session:
-            return {v1_id: call.to_dict() for v1_id, call in session.execute(stmt)}
 
 
 # --- batch groups ---------------------------------------------------------------------------

@@ -1,23 +1,50 @@
-"""One v1 `inference_runs` row -> the raw_calls row it becomes (validated; errors name the v1 id).
+"""One v1 `inference_runs` row -> the raw_calls row it becomes.
 
-- `request_json={"prompt": prompt}`, `response_json={"text": response}`,
-  `tokens_json={"total_tokens": tokens}` (None when v1 had no count), `latency_ms`, provider,
-  `status="success"` (v1 stored only answers), `modality="text"`, `model` from the v1
-  metadata's "model" string when there is one, and `created_at` exactly (naive v1 timestamps
-  are UTC).
-- `metadata_json` = {"migrated_from": "v1", "v1_source", "v1_id", "v1_batch_id", "v1_metadata"}
-  keeps the v1 id and the v1 metadata untouched.
+- `request_json={"prompt": prompt}`, `response_json={"text": response}`, provider,
+  `status="success"` (v1 stored only answers), `modality="text"`, `latency_ms`, and
+  `created_at` exactly (naive v1 timestamps are UTC, microseconds kept).
+- `tokens_json`: `total_tokens` from the v1 `tokens` column, plus `prompt_tokens` and
+  `completion_tokens` from the v1 metadata when they are non-negative integers (the original
+  tool's providers put the split there), so cost analytics work on migrated calls.
+- `model` from the v1 metadata's "model" string (1-255 characters) when there is one.
+- `metadata_json` = {"migrated_from": "v1", "v1_source", "v1_id", "v1_batch_id",
+  "v1_metadata"}: the v1 id and the v1 metadata as the v1 row had them, except where JSON
+  cannot hold a value. Those are recorded in "v1_encoding":
+  - `nonfinite_as_string`: paths (lists of keys and indices) into `v1_metadata` where a NaN,
+    Infinity or -Infinity number (which the original's JSON writer produced) is stored as the
+    string "NaN", "Infinity" or "-Infinity";
+  - `nul_as_fffd`: the fields ("prompt", "response", "metadata") in which U+0000 is stored as
+    U+FFFD (PostgreSQL's JSONB cannot hold U+0000, and both backends store the same).
+
+A row that cannot be converted raises `UnmigratableRow` naming the v1 id, the field and the value.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from datetime import datetime
 from typing import Any
 
 from ...db import validate_raw_call
 from ...db.legacy_reader import V1_TABLE
 from ...db.types import to_utc
+
+NUL, REPLACEMENT = "\x00", "\ufffd"
+NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+class UnmigratableRow(ValueError):
+    """A v1 row the v2 schema cannot take: its v1 id, the field at fault and why."""
+
+    def __init__(self, v1_id: Any, field: str, reason: str):
+        self.v1_id, self.field, self.reason = v1_id, field, reason
+        super().__init__(f"v1 {V1_TABLE} id={v1_id}: field '{field}' {reason}")
+
+
+def _shown(value: Any, length: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= length else text[: length - 1] + "…"
 
 
 def parse_v1_timestamp(value: Any, v1_id: Any) -> datetime:
@@ -27,11 +54,11 @@ def parse_v1_timestamp(value: Any, v1_id: Any) -> datetime:
         try:
             value = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
         except ValueError:
-            raise ValueError(
-                f"v1 {V1_TABLE} id={v1_id}: created_at {value!r} is not a timestamp"
+            raise UnmigratableRow(
+                v1_id, "created_at", f"is not a timestamp (got {_shown(value)})"
             ) from None
     if not isinstance(value, datetime):
-        raise ValueError(f"v1 {V1_TABLE} id={v1_id}: created_at {value!r} is not a timestamp")
+        raise UnmigratableRow(v1_id, "created_at", f"is not a timestamp (got {_shown(value)})")
     return to_utc(value)
 
 
@@ -43,13 +70,57 @@ def as_timestamp(value: Any) -> datetime | None:
 
 
 def v1_metadata(text: str | None, v1_id: int) -> Any:
-    """The v1 metadata column (JSON text) as a value."""
+    """The v1 metadata column (JSON text, NaN and Infinity allowed) as a value."""
     if text is None:
         return None
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"v1 {V1_TABLE} id={v1_id}: metadata is not valid JSON ({exc})") from None
+        raise UnmigratableRow(v1_id, "metadata", f"is not valid JSON ({exc})") from None
+
+
+class JsonSafe:
+    """Makes a parsed JSON value storable on both backends: non-finite numbers become strings
+    (their paths kept in `nonfinite`), U+0000 becomes U+FFFD in strings and keys (`had_nul`)."""
+
+    def __init__(self):
+        self.nonfinite: list[list] = []
+        self.had_nul = False
+
+    def __call__(self, value: Any, path: tuple = ()) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            self.nonfinite.append(list(path))
+            return "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
+        if isinstance(value, str):
+            return self._text(value)
+        if isinstance(value, list):
+            return [self(v, (*path, i)) for i, v in enumerate(value)]
+        if isinstance(value, dict):
+            out = {}
+            for key, item in value.items():
+                safe_key = self._text(key)
+                out[safe_key] = self(item, (*path, safe_key))
+            return out
+        return value
+
+    def _text(self, text: str) -> str:
+        if NUL in text:
+            self.had_nul = True
+            return text.replace(NUL, REPLACEMENT)
+        return text
+
+
+def restore_nonfinite(metadata: Any, paths: list[list]) -> Any:
+    """The v1 metadata with the recorded non-finite numbers put back (the inverse of the
+    `nonfinite_as_string` encoding)."""
+    for path in paths:
+        if not path:
+            return NONFINITE[metadata]
+        parent = metadata
+        for step in path[:-1]:
+            parent = parent[step]
+        parent[path[-1]] = NONFINITE[parent[path[-1]]]
+    return metadata
 
 
 def batch_of(batch_id: str | None) -> str | None:
@@ -62,35 +133,118 @@ def text_size(row: Any) -> int:
     return len(row.prompt or "") + len(row.response or "") + len(row.metadata or "")
 
 
-def v1_row_to_raw_call(row: Any, source_id: str) -> dict[str, Any]:
-    """The raw_calls row for one v1 row (validated; errors name the v1 id)."""
+def _count(value: Any) -> int | None:
+    """A non-negative integer count, or None for anything else (not migrated as a count)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, float) and not value.is_integer():
+        return None
+    return int(value) if value >= 0 else None
+
+
+def _number(text: str) -> float | str:
     try:
-        return _convert(row, source_id)
-    except (TypeError, ValueError) as exc:
-        if f"id={row.id}" in str(exc):
-            raise
-        raise ValueError(f"v1 {V1_TABLE} id={row.id}: {exc}") from exc
+        return float(text)
+    except ValueError:
+        return text
 
 
-def _convert(row: Any, source_id: str) -> dict[str, Any]:
-    metadata = v1_metadata(row.metadata, row.id)
+def _tokens(value: Any, v1_id: int) -> int | None:
+    if value is None:
+        return None
+    count = _count(_number(value) if isinstance(value, str) else value)
+    if count is None:
+        raise UnmigratableRow(v1_id, "tokens", f"is not a count (got {_shown(value)})")
+    return count
+
+
+def _tokens_json(total: int | None, metadata: Any) -> dict | None:
+    tokens = {} if total is None else {"total_tokens": total}
+    if isinstance(metadata, dict):
+        for key in ("prompt_tokens", "completion_tokens"):
+            count = _count(metadata.get(key))
+            if count is not None:
+                tokens[key] = count
+    return tokens or None
+
+
+def _latency(value: Any, v1_id: int) -> float | None:
+    if value is None:
+        return None
+    try:
+        latency = float(value)
+    except (TypeError, ValueError):
+        raise UnmigratableRow(
+            v1_id, "latency_ms", f"is not a number (got {_shown(value)})"
+        ) from None
+    if not math.isfinite(latency) or latency < 0:
+        raise UnmigratableRow(
+            v1_id, "latency_ms", f"must be a finite number >= 0 (got {_shown(value)})"
+        )
+    return latency
+
+
+def _provider(value: Any, v1_id: int) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise UnmigratableRow(v1_id, "provider", f"is empty (got {_shown(value)})")
+    if len(value) > 64:
+        raise UnmigratableRow(v1_id, "provider", f"is longer than 64 characters ({_shown(value)})")
+    return value
+
+
+def _text(value: Any, v1_id: int, field: str, replaced: list[str]) -> str | None:
+    if value is None or isinstance(value, str):
+        if value and NUL in value:
+            replaced.append(field)
+            return value.replace(NUL, REPLACEMENT)
+        return value
+    raise UnmigratableRow(v1_id, field, f"is not text (got {_shown(value)})")
+
+
+def v1_row_to_raw_call(row: Any, source_id: str) -> dict[str, Any]:
+    """The raw_calls row for one v1 row (validated; `UnmigratableRow` names id and field)."""
+    v1_id = row.id
+    nul: list[str] = []
+    prompt = _text(row.prompt, v1_id, "prompt", nul)
+    response = _text(row.response, v1_id, "response", nul)
+    parsed = v1_metadata(row.metadata, v1_id)
+    safe = JsonSafe()
+    metadata = safe(parsed)
+    nonfinite = safe.nonfinite
+    if safe.had_nul:
+        nul.append("metadata")
+    batch_id = row.batch_id
+    if batch_id is not None and (not isinstance(batch_id, str) or len(batch_id) > 255):
+        raise UnmigratableRow(
+            v1_id, "batch_id", f"is not a name of at most 255 characters ({_shown(batch_id)})"
+        )
     model = metadata.get("model") if isinstance(metadata, dict) else None
+    extra = {}
+    if nonfinite or nul:
+        extra["v1_encoding"] = {
+            **({"nonfinite_as_string": nonfinite} if nonfinite else {}),
+            **({"nul_as_fffd": nul} if nul else {}),
+        }
     raw = {
-        "provider": row.provider,
+        "provider": _provider(row.provider, v1_id),
         "model": model if isinstance(model, str) and 0 < len(model) <= 255 else None,
         "modality": "text",
         "status": "success",
-        "request_json": {"prompt": row.prompt},
-        "response_json": {"text": row.response},
-        "latency_ms": None if row.latency_ms is None else float(row.latency_ms),
-        "tokens_json": None if row.tokens is None else {"total_tokens": int(row.tokens)},
+        "request_json": {"prompt": prompt},
+        "response_json": {"text": response},
+        "latency_ms": _latency(row.latency_ms, v1_id),
+        "tokens_json": _tokens_json(_tokens(row.tokens, v1_id), parsed),
         "metadata_json": {
             "migrated_from": "v1",
             "v1_source": source_id,
-            "v1_id": row.id,
-            "v1_batch_id": row.batch_id,
+            "v1_id": v1_id,
+            "v1_batch_id": batch_id,
             "v1_metadata": metadata,
+            **extra,
         },
-        "created_at": parse_v1_timestamp(row.created_at, row.id),
+        "created_at": parse_v1_timestamp(row.created_at, v1_id),
     }
-    return validate_raw_call(raw, f"v1 {V1_TABLE} id={row.id}")
+    try:
+        return validate_raw_call(raw, f"v1 {V1_TABLE} id={v1_id}")
+    except ValueError as exc:  # a rule the checks above do not know yet
+        raise UnmigratableRow(v1_id, "row", str(exc)) from exc

@@ -10,26 +10,40 @@ memberships in one transaction. A re-run skips every v1 id already in the ledger
 only new rows (also rows that appear below the high-water mark, e.g. from a PostgreSQL
 transaction that committed late), and an interrupted run resumes where it stopped. Two runs at
 once cannot duplicate: the second one's chunk violates the ledger's unique key and rolls back.
+
+**Quarantine.** A row the v2 schema cannot take (empty or over-long provider, negative or
+non-finite latency, a created_at that is not a timestamp, metadata that is not JSON, …) stops
+the migration before anything is written when SQL can find it, else at that row, with an error
+naming the v1 id, field and value. With `skip_invalid_rows=True` such rows are skipped and
+recorded in `migration_quarantine` (source, v1 id, field, reason) instead. A quarantined row is
+not in the ledger, so every later run tries it again: once fixed in the v1 database it is
+migrated and leaves the quarantine; while it still fails it stays there without failing the run
+(only rows not yet quarantined need `skip_invalid_rows`).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ...db import DatabaseConnection
 from ...db.legacy_reader import V1_TABLE, Legacy, LegacySource, opened
-from ...db.migration_ledger import ChunkRow, MigrationLedgerRepository
+from ...db.migration_ledger import ChunkRow, MigrationLedgerRepository, Quarantined
 from ...log import get_logger
-from .convert import batch_of, text_size, v1_row_to_raw_call
+from .convert import UnmigratableRow, batch_of, text_size, v1_row_to_raw_call
 from .source import resolve
 
 logger = get_logger(__name__)
 
 CHUNK_ROWS = 1000
 CHUNK_BYTES = 16 * 2**20
+QUARANTINE_LISTED = 100  # quarantined rows a result lists (all are counted)
+SKIP_HINT = (
+    "or set skip_invalid_rows: true (migrated_raw_calls' config in the launchpad; "
+    "skip_invalid_rows=True in Python) to quarantine such rows and migrate the rest"
+)
 
 
 @dataclass
@@ -43,6 +57,10 @@ class MigrationResult:
     reordered_members: int = 0  # positions rewritten to keep batches in created_at order
     first_v1_id: int | None = None  # range of v1 ids migrated by this run
     last_v1_id: int | None = None
+    quarantined: int = 0  # rows skipped by this run (new or still failing)
+    released: int = 0  # rows migrated by this run that an earlier run had quarantined
+    in_quarantine: int = 0  # rows of this source in quarantine after the run
+    quarantine: list[dict] = field(default_factory=list)  # the first of them: v1_id, field, reason
     seconds: float = 0.0
 
     @property
@@ -53,36 +71,59 @@ class MigrationResult:
         return {**asdict(self), "rows_per_second": round(self.rows_per_second, 1)}
 
 
-def _preflight(source: LegacySource) -> None:
-    """Problems SQL can find cheaply, raised before anything is written."""
-    for name, ids in source.invalid_rows():
+def _preflight(source: LegacySource, held: dict) -> None:
+    """Bad rows SQL can find cheaply (not already in quarantine), raised before any write."""
+    found: dict[str, list[int]] = {}
+    for name, v1_id in source.invalid_rows():
+        if v1_id not in held and len(found.setdefault(name, [])) < 10:
+            found[name].append(v1_id)
+    found = {name: ids for name, ids in found.items() if ids}
+    if found:
+        listed = "; ".join(f"an invalid '{name}' (v1 ids {ids})" for name, ids in found.items())
         raise ValueError(
-            f"legacy {V1_TABLE} rows with an invalid '{name}' (v1 ids {ids}); "
-            f"fix them in {source.safe_url} or exclude them, nothing was migrated"
+            f"legacy {V1_TABLE} rows with {listed}: nothing was migrated. Fix them in "
+            f"{source.safe_url}, {SKIP_HINT}."
         )
 
 
 class _Chunker:
-    """Collects converted rows and writes them a chunk at a time, keeping the totals."""
+    """Collects converted rows and skipped ones and writes them a chunk at a time, keeping the
+    totals."""
 
     def __init__(self, ledger, source_id, result, chunk_rows, chunk_bytes, on_chunk):
         self.ledger, self.source_id, self.result = ledger, source_id, result
         self.chunk_rows, self.chunk_bytes, self.on_chunk = chunk_rows, chunk_bytes, on_chunk
         self.rows: list[ChunkRow] = []
+        self.skipped: list[Quarantined] = []
+        self.released: list[int] = []
         self.size = 0
         self.last_log = time.perf_counter()
 
-    def add(self, item: ChunkRow, size: int) -> None:
+    def add(self, item: ChunkRow, size: int, released: bool) -> None:
         self.rows.append(item)
+        if released:
+            self.released.append(item[0])
         self.size += size
         if len(self.rows) >= self.chunk_rows or self.size >= self.chunk_bytes:
             self.flush()
 
+    def skip(self, problem: UnmigratableRow) -> None:
+        self.skipped.append((problem.v1_id, problem.field, problem.reason))
+        if len(self.skipped) >= self.chunk_rows:
+            self.flush()
+
     def flush(self) -> None:
-        if not self.rows:
+        if not self.rows and not self.skipped:
             return
         result = self.result
-        added, moved = self.ledger.write_chunk(self.source_id, self.rows)
+        added, moved = self.ledger.write_chunk(
+            self.source_id, self.rows, self.skipped, self.released
+        )
+        result.quarantined += len(self.skipped)
+        result.released += len(self.released)
+        self.skipped, self.released = [], []
+        if not self.rows:
+            return
         result.batch_memberships += added
         result.reordered_members += moved
         result.migrated += len(self.rows)
@@ -105,6 +146,7 @@ def migrate_v1_to_v2(
     target: DatabaseConnection,
     *,
     source_id: str | None = None,
+    skip_invalid_rows: bool = False,
     chunk_rows: int = CHUNK_ROWS,
     chunk_bytes: int = CHUNK_BYTES,
     on_chunk: Callable[[MigrationResult], None] | None = None,
@@ -116,16 +158,18 @@ def migrate_v1_to_v2(
     started = time.perf_counter()
     with opened(legacy) as source:
         source.check_schema()
-        _preflight(source)
         source_id = resolve(source, target, source_id)
         result = MigrationResult(source_id=source_id)
         if source_id is None:
             logger.info("legacy database %s is empty: nothing to migrate", source.safe_url)
             return result
+        ledger = MigrationLedgerRepository(target)
+        held = ledger.quarantined(source_id)
+        if not skip_invalid_rows:
+            _preflight(source, held)
         logger.info(
             "migrating v1 %s as source %s into %s", source.safe_url, source_id, target.safe_url
         )
-        ledger = MigrationLedgerRepository(target)
         chunker = _Chunker(ledger, source_id, result, chunk_rows, chunk_bytes, on_chunk)
         for ids in source.id_pages():
             result.v1_rows += len(ids)
@@ -138,17 +182,30 @@ def migrate_v1_to_v2(
             for row in source.stream_rows(todo, whole_range=len(todo) == len(ids)):
                 if row.id not in wanted:  # committed into the range after the id scan
                     continue
-                converted = v1_row_to_raw_call(row, source_id)
-                chunker.add((row.id, batch_of(row.batch_id), converted), text_size(row))
+                try:
+                    converted = v1_row_to_raw_call(row, source_id)
+                except UnmigratableRow as problem:
+                    if not (skip_invalid_rows or row.id in held):
+                        raise UnmigratableRow(
+                            problem.v1_id,
+                            problem.field,
+                            f"{problem.reason}. Fix it in {source.safe_url}, {SKIP_HINT}",
+                        ) from None
+                    chunker.skip(problem)
+                    continue
+                chunk_row = (row.id, batch_of(row.batch_id), converted)
+                chunker.add(chunk_row, text_size(row), released=row.id in held)
         chunker.flush()
+        _report_quarantine(result, ledger.quarantined(source_id))
     result.seconds = time.perf_counter() - started
     logger.info(
         "v1 migration of source %s: %d new rows, %d already migrated, %d batch memberships, "
-        "%d chunks in %.1f s (%.0f rows/s)",
+        "%d quarantined, %d chunks in %.1f s (%.0f rows/s)",
         source_id,
         result.migrated,
         result.already_migrated,
         result.batch_memberships,
+        result.quarantined,
         result.chunks,
         result.seconds,
         result.rows_per_second,
@@ -156,10 +213,27 @@ def migrate_v1_to_v2(
     return result
 
 
+def _report_quarantine(result: MigrationResult, held: dict) -> None:
+    result.in_quarantine = len(held)
+    result.quarantine = [
+        {"v1_id": v1_id, "field": field_, "reason": reason}
+        for v1_id, (field_, reason) in list(held.items())[:QUARANTINE_LISTED]
+    ]
+    if held:
+        logger.warning(
+            "%d v1 rows of source %s are in quarantine (first: v1 id %s, %s)",
+            len(held),
+            result.source_id,
+            result.quarantine[0]["v1_id"],
+            result.quarantine[0]["reason"],
+        )
+
+
 def pending_v1_rows(
     legacy: Legacy, target: DatabaseConnection, source_id: str | None = None
 ) -> int:
-    """How many v1 rows the ledger does not have yet (what a sensor asks before a run)."""
+    """How many v1 rows the ledger does not have yet (what a sensor asks before a run);
+    quarantined rows count as pending."""
     with opened(legacy) as source:
         source.check_schema()
         source_id = resolve(source, target, source_id)

@@ -11,7 +11,14 @@ from ...log import get_logger
 
 logger = get_logger(__name__)
 
-CHECKS = ("row_counts_match", "batch_sizes_match", "timestamps_match", "sample_parity")
+CHECKS = (
+    "row_counts_match",
+    "batch_sizes_match",
+    "batch_order_matches",
+    "timestamps_match",
+    "sample_parity",
+    "no_rows_quarantined",
+)
 MISMATCH_KEYS = ("v1_id", "batch_id", "field", "v1", "v2", "problem")
 MISMATCH_LIMIT = 50
 
@@ -89,6 +96,13 @@ class Mismatches:
                     "problem": problem,
                 }
             )
+
+    def followed_by(self, other: Mismatches) -> Mismatches:
+        """These mismatches, then `other`'s (still at most `limit` kept, all counted)."""
+        out = Mismatches(self.limit)
+        out.items = (self.items + other.items)[: self.limit]
+        out.count = self.count + other.count
+        return out
 
 
 def make_report(check, source_id, counts, mismatches: Mismatches) -> ValidationReport:

@@ -7,8 +7,15 @@ first v1 rows are looked up in the ledger (same v1 id, same created_at, same pro
 source already migrated them, that source id is reused. Otherwise the new source id is "v1-" +
 a hash of the first row (id, created_at, provider, prompt), so the same v1 database gets the
 same id in any target. A v1 database whose first rows were deleted still resolves (its new
-first rows are in the ledger). Two databases that share their first rows (copies that diverged)
-would be taken for one; pass `source_id=` explicitly to keep them apart.
+first rows are in the ledger).
+
+**Copies that diverged** (a file copied, after which both copies gained different rows under
+the same ids) share their first rows but not their last ones: a database whose rows at the end
+of a source's ledger mostly differ from what that source migrated is a new source (and all its
+rows are migrated under the new id, the shared ones included, so each source is complete). The
+first of two diverged copies migrated after the split keeps the original's id. A copy that
+differs in only a few rows is not told apart this way (the backfill checks report those rows);
+`source_id=` (also in the run config) names a source explicitly.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from typing import Any
 from ...db import DatabaseConnection
 from ...db.legacy_reader import Legacy, LegacySource, opened
 from ...db.migration_ledger import MigrationLedgerRepository
-from .convert import parse_v1_timestamp
+from .convert import NUL, REPLACEMENT, parse_v1_timestamp
 
 IDENTITY_ROWS = 8  # first v1 rows consulted to recognise an already migrated source
 
@@ -46,10 +53,12 @@ def source_fingerprint(legacy: Legacy) -> str | None:
     return _fingerprint(rows[0]) if rows else None
 
 
-def _fingerprint(row) -> str:
-    created = parse_v1_timestamp(row.created_at, row.id).isoformat()
-    text = "\x1f".join([str(row.id), created, row.provider or "", row.prompt or ""])
-    return "v1-" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+def _fingerprint(row, diverged_at=None) -> str:
+    parts = []
+    for r in (row, diverged_at) if diverged_at is not None else (row,):
+        created = parse_v1_timestamp(r.created_at, r.id).isoformat()
+        parts += [str(r.id), created, r.provider or "", r.prompt or ""]
+    return "v1-" + hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()[:16]
 
 
 def resolve_source_id(legacy: Legacy, target: DatabaseConnection) -> str | None:
@@ -57,25 +66,28 @@ def resolve_source_id(legacy: Legacy, target: DatabaseConnection) -> str | None:
     else its fingerprint; None for an empty v1 table.
 
     Each of the first `IDENTITY_ROWS` v1 rows votes for the sources that migrated a row with
-    the same v1 id, created_at and prompt; the source with most votes wins, so neither a
-    deleted nor an edited first row changes the identity."""
+    the same v1 id, created_at and prompt, so neither a deleted nor an edited first row changes
+    the identity. A candidate must also agree with this database at its end: if most of the
+    last rows they share (same v1 id, up to `IDENTITY_ROWS`) differ, this database is a copy
+    that diverged from that source and is not it. Of the candidates that agree, the one with
+    most votes wins; a database that diverged from every candidate is a new source, its id a
+    hash of its first row and of a row past the divergence."""
     with opened(legacy) as source:
         rows = source.first_rows(IDENTITY_ROWS)
-    if not rows:
-        return None
-    expected: dict[int, tuple[datetime, Any]] = {}
-    for row in rows:
-        try:
-            expected[row.id] = (parse_v1_timestamp(row.created_at, row.id), row.prompt)
-        except ValueError:
-            continue  # a bad timestamp is reported by the migration itself
-    votes: dict[str, int] = {}
-    ledger = MigrationLedgerRepository(target)
-    for source_id, v1_id, created_at, prompt in ledger.identity_candidates(list(expected)):
-        if (created_at, prompt) == expected[v1_id]:
-            votes[source_id] = votes.get(source_id, 0) + 1
-    if not votes:
-        return _fingerprint(rows[0])
+        if not rows:
+            return None
+        ledger = MigrationLedgerRepository(target)
+        votes = _votes(rows, ledger)
+        if not votes:
+            return _fingerprint(rows[0])
+        diverged = {}
+        for candidate in list(votes):
+            past = _divergence(source, ledger, candidate)
+            if past is not None:
+                diverged[candidate] = past
+                del votes[candidate]
+        if not votes:
+            return _fingerprint(rows[0], diverged[min(diverged)])
     best = max(votes.values())
     winners = sorted(s for s, n in votes.items() if n == best)
     if len(winners) > 1:
@@ -83,6 +95,39 @@ def resolve_source_id(legacy: Legacy, target: DatabaseConnection) -> str | None:
             f"legacy database matches several migrated sources {winners}; pass source_id explicitly"
         )
     return winners[0]
+
+
+def _identity(row) -> tuple[datetime, Any] | None:
+    """(created_at, prompt as stored) of a v1 row, to compare with its migrated copy."""
+    prompt = row.prompt.replace(NUL, REPLACEMENT) if isinstance(row.prompt, str) else row.prompt
+    try:
+        return parse_v1_timestamp(row.created_at, row.id), prompt
+    except ValueError:
+        return None  # a bad timestamp is reported by the migration itself
+
+
+def _votes(rows, ledger: MigrationLedgerRepository) -> dict[str, int]:
+    expected = {row.id: identity for row in rows if (identity := _identity(row)) is not None}
+    votes: dict[str, int] = {}
+    for source_id, v1_id, created_at, prompt in ledger.identity_candidates(list(expected)):
+        if (created_at, prompt) == expected[v1_id]:
+            votes[source_id] = votes.get(source_id, 0) + 1
+    return votes
+
+
+def _divergence(source: LegacySource, ledger: MigrationLedgerRepository, candidate: str):
+    """The highest shared row that differs, if most of the last shared rows differ (the copy
+    diverged from `candidate`); None when they agree (an older copy or the same database)."""
+    high = ledger.max_v1_id(candidate)
+    if high is None:
+        return None
+    ids = source.ids_at_or_below(high, IDENTITY_ROWS)
+    migrated = ledger.migrated_identity(candidate, ids)
+    shared = [row for row in source.rows(list(migrated)) if row.id in migrated]
+    differ = [row for row in shared if _identity(row) != migrated[row.id]]
+    if shared and len(differ) * 2 > len(shared):
+        return max(differ, key=lambda row: row.id)
+    return None
 
 
 def resolve(source: LegacySource, target: DatabaseConnection, source_id: str | None):
