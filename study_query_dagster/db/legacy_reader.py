@@ -35,7 +35,7 @@ V1_COLUMNS = (
     "created_at",
 )
 ID_PAGE = 5000  # v1 ids per scan page (and per IN list)
-STREAM_ROWS = 50  # rows per fetch from the streaming cursor
+STREAM_ROWS = 500  # rows per fetch from the streaming cursor
 
 # Untyped columns: the driver's own values (SQLite timestamps stay strings parsed by the caller).
 v1 = table(V1_TABLE, *(column(name) for name in V1_COLUMNS))

@@ -15,23 +15,12 @@ from sqlalchemy import exists, func, select
 
 from .connection import DatabaseConnection
 from .legacy_reader import bytewise
-from .migration_ledger import BATCH_GROUP_TYPE
+from .migration_writer import BATCH_GROUP_TYPE, RAW_CALL_COLUMNS
 from .models_v2 import Group, GroupMember, MigrationLedger, RawCall
 
-# The raw_calls columns a migrated row is compared on.
-COMPARED = (
-    "provider",
-    "model",
-    "modality",
-    "status",
-    "request_json",
-    "response_json",
-    "error_json",
-    "latency_ms",
-    "tokens_json",
-    "metadata_json",
-    "created_at",
-)
+# The raw_calls columns a migrated row is compared on: what the migration writes, and that it
+# wrote no error.
+COMPARED = (*RAW_CALL_COLUMNS, "error_json")
 
 
 def _tagged(source_id: str):

@@ -9,22 +9,27 @@ from __future__ import annotations
 
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 
-def insert_ignore(session: Session, model, index_elements: list[str]):
+def _insert(bind: Session | Connection):
+    dialect = bind.get_bind().dialect if isinstance(bind, Session) else bind.dialect
+    return pg_insert if dialect.name == "postgresql" else sqlite_insert
+
+
+def insert_ignore(bind: Session | Connection, model, index_elements: list[str]):
     """`INSERT ... ON CONFLICT (index_elements) DO NOTHING` for `model` (a mapped class or
-    table) in the session's dialect."""
-    if session.get_bind().dialect.name == "postgresql":
-        return pg_insert(model).on_conflict_do_nothing(index_elements=index_elements)
-    return sqlite_insert(model).on_conflict_do_nothing(index_elements=index_elements)
+    table) in the dialect of the session or connection."""
+    return _insert(bind)(model).on_conflict_do_nothing(index_elements=index_elements)
 
 
-def insert_or_update(session: Session, model, index_elements: list[str], update: list[str]):
+def insert_or_update(
+    bind: Session | Connection, model, index_elements: list[str], update: list[str]
+):
     """`INSERT ... ON CONFLICT (index_elements) DO UPDATE SET` the `update` columns to the
     values being inserted."""
-    dialect_insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    stmt = dialect_insert(model)
+    stmt = _insert(bind)(model)
     return stmt.on_conflict_do_update(
         index_elements=index_elements, set_={name: stmt.excluded[name] for name in update}
     )

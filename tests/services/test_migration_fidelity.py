@@ -4,13 +4,22 @@ diverged. Targets: SQLite and PostgreSQL (the `db` fixture); sources built by pl
 
 from __future__ import annotations
 
+import gc
 import math
 import shutil
 
 import pytest
 from sqlalchemy import func, select
 
-from study_query_dagster.db import MigrationLedger, MigrationQuarantine, RawCall
+from study_query_dagster.db import (
+    DatabaseConnection,
+    MigrationLedger,
+    MigrationQuarantine,
+    RawCall,
+    RawCallRepository,
+)
+from study_query_dagster.db.migration_ledger import MigrationLedgerRepository
+from study_query_dagster.db.migration_writer import SQLITE_BULK_PRAGMAS
 from study_query_dagster.services.migration import (
     migrate_v1_to_v2,
     no_rows_quarantined,
@@ -352,3 +361,93 @@ def test_diverged_copies_are_told_apart(db, v1_url, v1_path, tmp_path):
             ).all()
         )
     assert per_source == {first.source_id: V1_ROWS + 20, other.source_id: V1_ROWS + 30}
+
+
+# --- the bulk write path ---------------------------------------------------------------------
+
+
+AWKWARD = [
+    "tab\there",
+    "new\nline",
+    "carriage\rreturn",
+    "back\\slash",
+    "\\N",
+    "\\",
+    "",
+    " ",
+    "quote \" and ' and `",
+    "emoji 🙂 and 漢字",
+    "\\t literally",
+    "line1\r\nline2",
+    "ends with backslash\\",
+    "\u2028 line separator",
+    "a\x00nul",
+]
+
+
+def test_awkward_text_survives_the_bulk_write_exactly(db, tmp_path):
+    """Every character COPY's text format or a multi-row INSERT could mangle comes back as it
+    was (U+0000 as U+FFFD, as recorded)."""
+    rows = [
+        {
+            "prompt": text,
+            "response": text[::-1],
+            "provider": "p",
+            "batch_id": "awk",
+            "metadata": {"k": text, text or "empty": [text]},
+            "created_at": f"2025-06-01 00:00:{i:02d}",
+        }
+        for i, text in enumerate(AWKWARD)
+    ]
+    path = create_v1_sqlite(tmp_path / "awkward.db", rows)
+    migrate_v1_to_v2(f"sqlite:///{path}", db)
+    calls = migrated(db)
+    for i, text in enumerate(AWKWARD, 1):
+        stored = text.replace("\x00", "\ufffd")
+        assert calls[i].request_json == {"prompt": stored}
+        assert calls[i].response_json == {"text": stored[::-1]}
+        assert calls[i].metadata_json["v1_metadata"] == {"k": stored, (stored or "empty"): [stored]}
+    assert calls[len(AWKWARD)].metadata_json["v1_encoding"] == {
+        "nul_as_fffd": ["prompt", "response", "metadata"]
+    }
+    reports = validate_migration(f"sqlite:///{path}", db, sample_size=None)
+    assert all(passed(reports).values()), [r.mismatches for r in reports if not r.passed]
+
+
+def test_other_writers_between_chunks_do_not_confuse_the_ledger(db, v1_url):
+    """raw_calls ids are assigned in bulk (a block after the insert on SQLite, the sequence on
+    PostgreSQL): calls captured by another connection between two chunks must not be taken for
+    migrated ones."""
+    other = DatabaseConnection(db.url)
+
+    def capture_elsewhere(progress):
+        with other.session_scope() as session:
+            RawCallRepository(session).insert_raw_calls(
+                [{"provider": "live", "status": "success", "request_json": {"prompt": "x"}}] * 3
+            )
+
+    result = migrate_v1_to_v2(v1_url, db, chunk_rows=300, on_chunk=capture_elsewhere)
+    other.dispose()
+    assert result.chunks >= 4
+    assert count(db, RawCall) == V1_ROWS + 3 * result.chunks
+    reports = validate_migration(v1_url, db, sample_size=None)
+    assert all(passed(reports).values()), [r.mismatches for r in reports if not r.passed]
+
+
+def test_the_copy_leaves_no_settings_behind(db, v1_url):
+    """Bulk-load settings (SQLite page cache and checkpoint interval on the migration's
+    connection; no cyclic GC during the copy) are put back afterwards."""
+    enabled = gc.isenabled()
+    seen = {}
+    with MigrationLedgerRepository(db).writer("probe") as writer:
+        if db.dialect == "sqlite":
+            dbapi = writer.conn.connection.dbapi_connection
+            seen = {n: dbapi.execute(f"PRAGMA {n}").fetchone()[0] for n in SQLITE_BULK_PRAGMAS}
+    if db.dialect == "sqlite":
+        assert seen == SQLITE_BULK_PRAGMAS
+        after = {n: dbapi.execute(f"PRAGMA {n}").fetchone()[0] for n in SQLITE_BULK_PRAGMAS}
+        assert after == {"cache_size": -2000, "wal_autocheckpoint": 1000}  # SQLite's defaults
+    during = []
+    migrate_v1_to_v2(v1_url, db, on_chunk=lambda r: during.append(gc.isenabled()))
+    assert during and not any(during)
+    assert gc.isenabled() == enabled

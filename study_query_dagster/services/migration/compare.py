@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...db.legacy_reader import LegacySource
-from ...db.migrated_reader import MigratedReader
+from ...db.migrated_reader import COMPARED, MigratedReader
 from .convert import UnmigratableRow, v1_row_to_raw_call
+from .gc_pause import paused_gc
 
 SAMPLE_PAGE = 500  # sampled ids compared per round trip
 DETAIL_PAGE = 100  # differing rows read again per round trip
@@ -68,14 +69,29 @@ def form(raw: dict[str, Any]) -> dict[str, Any]:
     return {name: read(raw) for name, read in _FORM.items()}
 
 
-def _digest(row_form: dict[str, Any]) -> bytes:
-    text = json.dumps(row_form, sort_keys=True, ensure_ascii=False, default=str)
+def _canonical_json():
+    """JSON with sorted keys (datetimes as text), json's C encoder built once."""
+    fallback = json.JSONEncoder(sort_keys=True, ensure_ascii=False, default=str)
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return fallback.encode
+    chunks = make(None, str, json.encoder.encode_basestring, None, ": ", ", ", True, False, True)
+    return lambda value: "".join(chunks(value, 0))
+
+
+_canonical = _canonical_json()
+
+
+def _digest(raw: dict[str, Any]) -> bytes:
+    """A digest of a raw_calls row's compared columns: equal rows, equal digests (whatever the
+    order of keys inside their JSON)."""
+    text = _canonical([raw.get(name) for name in COMPARED])
     return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
 
 
 def _expected(row: Any, source_id: str) -> dict[str, Any] | UnmigratableRow:
     try:
-        return form(v1_row_to_raw_call(row, source_id))
+        return v1_row_to_raw_call(row, source_id)
     except UnmigratableRow as problem:
         return problem
 
@@ -145,27 +161,33 @@ def compare_rows(
     skip = set(quarantined)
     pages, seed = _pages(source, sample_size, seed)
     result = RowComparison(seed=seed, full=sample_size is None)
-    for page in pages:
-        wanted = set(page) - skip
-        result.sampled_rows += len(page)
-        result.skipped_quarantined += len(page) - len(wanted)
-        if not wanted:
-            continue
-        if result.full:
-            v1_rows = source.stream_rows(page, whole_range=True)
-            v2_rows = reader.rows(source_id, low=page[0], high=page[-1])
-        else:
-            v1_rows = source.rows(sorted(wanted))
-            v2_rows = reader.rows(source_id, ids=sorted(wanted))
-        expected = _digests(((r.id, _expected(r, source_id)) for r in v1_rows), wanted)
-        stored = _digests(((i, form(raw)) for i, raw in v2_rows), wanted)
-        result.compared_rows += len(expected.keys() & stored.keys())
-        differing = sorted(i for i in expected if expected[i] != stored.get(i))
-        for start in range(0, len(differing), DETAIL_PAGE):
-            ids = differing[start : start + DETAIL_PAGE]
-            for difference in _differences(source, reader, source_id, ids):
-                on_difference(difference)
+    with paused_gc():
+        for page in pages:
+            _compare_page(source, reader, source_id, page, skip, result, on_difference)
     return result
+
+
+def _compare_page(source, reader, source_id, page, skip, result, on_difference) -> None:
+    """Digests of one page of v1 ids on both sides; the differing rows read again."""
+    wanted = set(page) - skip
+    result.sampled_rows += len(page)
+    result.skipped_quarantined += len(page) - len(wanted)
+    if not wanted:
+        return
+    if result.full:
+        v1_rows = source.stream_rows(page, whole_range=True)
+        v2_rows = reader.rows(source_id, low=page[0], high=page[-1])
+    else:
+        v1_rows = source.rows(sorted(wanted))
+        v2_rows = reader.rows(source_id, ids=sorted(wanted))
+    expected = _digests(((r.id, _expected(r, source_id)) for r in v1_rows), wanted)
+    stored = _digests(v2_rows, wanted)
+    result.compared_rows += len(expected.keys() & stored.keys())
+    differing = sorted(i for i in expected if expected[i] != stored.get(i))
+    for start in range(0, len(differing), DETAIL_PAGE):
+        ids = differing[start : start + DETAIL_PAGE]
+        for difference in _differences(source, reader, source_id, ids):
+            on_difference(difference)
 
 
 def _digests(items: Iterator[tuple[int, Any]], wanted: set[int]) -> dict[int, bytes]:
@@ -186,6 +208,8 @@ def _differences(source, reader, source_id, ids: list[int]) -> Iterator[Differen
         batch = row.batch_id or None
         got = stored.get(row.id)
         expected = _expected(row, source_id)
+        if not isinstance(expected, UnmigratableRow):
+            expected = form(expected)
         if got is None:
             yield Difference(
                 row.id, batch, "row", "present", "missing", "sampled row was not migrated"

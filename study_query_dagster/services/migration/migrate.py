@@ -2,7 +2,9 @@
 
 **Streaming.** v1 ids are scanned in pages (index only); rows not yet migrated are read through
 a streaming cursor and written in chunks of at most `chunk_rows` rows or `chunk_bytes` of text,
-so memory stays flat in the number of rows (and bounded with 100k-character prompts).
+so memory stays flat in the number of rows (and bounded with 100k-character prompts). A reader
+thread converts the next chunk while the previous one is written (`prefetch`), at most one
+chunk ahead.
 
 **Idempotent and incremental.** Each chunk writes its raw_calls, their ledger entries
 (`migration_ledger`: source, v1 id -> raw_calls id, unique per (source, v1 id)) and their batch
@@ -24,8 +26,9 @@ migrated and leaves the quarantine; while it still fails it stays there without 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
 from ...db import DatabaseConnection
@@ -33,11 +36,13 @@ from ...db.legacy_reader import V1_TABLE, Legacy, LegacySource, opened
 from ...db.migration_ledger import ChunkRow, MigrationLedgerRepository, Quarantined
 from ...log import get_logger
 from .convert import UnmigratableRow, batch_of, text_size, v1_row_to_raw_call
+from .gc_pause import paused_gc
+from .prefetch import prefetched
 from .source import resolve
 
 logger = get_logger(__name__)
 
-CHUNK_ROWS = 1000
+CHUNK_ROWS = 5000
 CHUNK_BYTES = 16 * 2**20
 QUARANTINE_LISTED = 100  # quarantined rows a result lists (all are counted)
 SKIP_HINT = (
@@ -86,52 +91,90 @@ def _preflight(source: LegacySource, held: dict) -> None:
         )
 
 
-class _Chunker:
-    """Collects converted rows and skipped ones and writes them a chunk at a time, keeping the
-    totals."""
+@dataclass
+class _Chunk:
+    """Converted rows to write together, skipped ones, and the ids scanned to find them."""
 
-    def __init__(self, ledger, source_id, result, chunk_rows, chunk_bytes, on_chunk):
-        self.ledger, self.source_id, self.result = ledger, source_id, result
-        self.chunk_rows, self.chunk_bytes, self.on_chunk = chunk_rows, chunk_bytes, on_chunk
-        self.rows: list[ChunkRow] = []
-        self.skipped: list[Quarantined] = []
-        self.released: list[int] = []
-        self.size = 0
+    rows: list[ChunkRow] = field(default_factory=list)
+    skipped: list[Quarantined] = field(default_factory=list)
+    released: list[int] = field(default_factory=list)  # quarantined before, migratable now
+    scanned: int = 0
+    already_migrated: int = 0
+
+
+def _chunks(
+    source: LegacySource,
+    ledger: MigrationLedgerRepository,
+    source_id: str,
+    held: dict,
+    skip_invalid_rows: bool,
+    chunk_rows: int,
+    chunk_bytes: int,
+) -> Iterator[_Chunk]:
+    """The v1 rows the ledger lacks, converted, in chunks of at most `chunk_rows` rows or
+    `chunk_bytes` of text (runs in the reader thread)."""
+    chunk, size = _Chunk(), 0
+    for ids in source.id_pages():
+        chunk.scanned += len(ids)
+        done = ledger.migrated_ids(source_id, ids[0], ids[-1])
+        todo = [i for i in ids if i not in done]
+        chunk.already_migrated += len(ids) - len(todo)
+        if not todo:
+            continue
+        wanted = set(todo)
+        for row in source.stream_rows(todo, whole_range=len(todo) == len(ids)):
+            if row.id not in wanted:  # committed into the range after the id scan
+                continue
+            try:
+                converted = v1_row_to_raw_call(row, source_id)
+            except UnmigratableRow as problem:
+                if not (skip_invalid_rows or row.id in held):
+                    raise UnmigratableRow(
+                        problem.v1_id,
+                        problem.field,
+                        f"{problem.reason}. Fix it in {source.safe_url}, {SKIP_HINT}",
+                    ) from None
+                chunk.skipped.append((problem.v1_id, problem.field, problem.reason))
+            else:
+                chunk.rows.append((row.id, batch_of(row.batch_id), converted))
+                if row.id in held:
+                    chunk.released.append(row.id)
+                size += text_size(row)
+            if (
+                len(chunk.rows) >= chunk_rows
+                or size >= chunk_bytes
+                or (len(chunk.skipped) >= chunk_rows)
+            ):
+                yield chunk
+                chunk, size = _Chunk(), 0
+    yield chunk
+
+
+class _Writer:
+    """Writes chunks (in the caller's thread) and keeps the running totals."""
+
+    def __init__(self, chunk_writer, result, on_chunk):
+        self.chunk_writer, self.result, self.on_chunk = chunk_writer, result, on_chunk
         self.last_log = time.perf_counter()
 
-    def add(self, item: ChunkRow, size: int, released: bool) -> None:
-        self.rows.append(item)
-        if released:
-            self.released.append(item[0])
-        self.size += size
-        if len(self.rows) >= self.chunk_rows or self.size >= self.chunk_bytes:
-            self.flush()
-
-    def skip(self, problem: UnmigratableRow) -> None:
-        self.skipped.append((problem.v1_id, problem.field, problem.reason))
-        if len(self.skipped) >= self.chunk_rows:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self.rows and not self.skipped:
-            return
+    def write(self, chunk: _Chunk) -> None:
         result = self.result
-        added, moved = self.ledger.write_chunk(
-            self.source_id, self.rows, self.skipped, self.released
-        )
-        result.quarantined += len(self.skipped)
-        result.released += len(self.released)
-        self.skipped, self.released = [], []
-        if not self.rows:
+        result.v1_rows += chunk.scanned
+        result.already_migrated += chunk.already_migrated
+        if not chunk.rows and not chunk.skipped:
+            return
+        added, moved = self.chunk_writer.write(chunk.rows, chunk.skipped, chunk.released)
+        result.quarantined += len(chunk.skipped)
+        result.released += len(chunk.released)
+        if not chunk.rows:
             return
         result.batch_memberships += added
         result.reordered_members += moved
-        result.migrated += len(self.rows)
+        result.migrated += len(chunk.rows)
         result.chunks += 1
         if result.first_v1_id is None:
-            result.first_v1_id = self.rows[0][0]
-        result.last_v1_id = self.rows[-1][0]
-        self.rows, self.size = [], 0
+            result.first_v1_id = chunk.rows[0][0]
+        result.last_v1_id = chunk.rows[-1][0]
         if self.on_chunk is not None:
             self.on_chunk(result)
         if time.perf_counter() - self.last_log > 5:
@@ -170,32 +213,18 @@ def migrate_v1_to_v2(
         logger.info(
             "migrating v1 %s as source %s into %s", source.safe_url, source_id, target.safe_url
         )
-        chunker = _Chunker(ledger, source_id, result, chunk_rows, chunk_bytes, on_chunk)
-        for ids in source.id_pages():
-            result.v1_rows += len(ids)
-            done = ledger.migrated_ids(source_id, ids[0], ids[-1])
-            todo = [i for i in ids if i not in done]
-            result.already_migrated += len(ids) - len(todo)
-            if not todo:
-                continue
-            wanted = set(todo)
-            for row in source.stream_rows(todo, whole_range=len(todo) == len(ids)):
-                if row.id not in wanted:  # committed into the range after the id scan
-                    continue
-                try:
-                    converted = v1_row_to_raw_call(row, source_id)
-                except UnmigratableRow as problem:
-                    if not (skip_invalid_rows or row.id in held):
-                        raise UnmigratableRow(
-                            problem.v1_id,
-                            problem.field,
-                            f"{problem.reason}. Fix it in {source.safe_url}, {SKIP_HINT}",
-                        ) from None
-                    chunker.skip(problem)
-                    continue
-                chunk_row = (row.id, batch_of(row.batch_id), converted)
-                chunker.add(chunk_row, text_size(row), released=row.id in held)
-        chunker.flush()
+        reader = partial(
+            _chunks, source, ledger, source_id, held, skip_invalid_rows, chunk_rows, chunk_bytes
+        )
+        # The next chunk is read and converted while this one is written.
+        with (
+            paused_gc(),
+            ledger.writer(source_id) as chunk_writer,
+            prefetched(reader, name="v1-reader") as chunks,
+        ):
+            writer = _Writer(chunk_writer, result, on_chunk)
+            for chunk in chunks:
+                writer.write(chunk)
         _report_quarantine(result, ledger.quarantined(source_id))
     result.seconds = time.perf_counter() - started
     logger.info(
