@@ -17,16 +17,25 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, text
 
-from study_query_dagster.db import DatabaseConnection, Group, GroupMember, MigrationLedger, RawCall
+from study_query_dagster.db import (
+    DatabaseConnection,
+    Group,
+    GroupMember,
+    MigrationLedger,
+    RawCall,
+    validate_raw_call,
+)
 from study_query_dagster.services.migration import (
     CHECKS,
     LegacySource,
     legacy_stats,
     migrate_v1_to_v2,
+    opened,
     parse_v1_timestamp,
     pending_v1_rows,
     resolve_source_id,
     source_fingerprint,
+    v1_row_to_raw_call,
     validate_migration,
 )
 from tests.support.legacy import add_v1_postgres_rows, add_v1_sqlite_rows, create_v1_sqlite
@@ -411,3 +420,14 @@ def test_api_md_migration_example_runs(tmp_path):
     lines = done.stdout.strip().splitlines()
     assert lines[0].split()[1:] == ["2", "0", "0"]  # migrated, already migrated, quarantined
     assert lines[1:] == [f"{name}: passed" for name in CHECKS]
+
+
+def test_converted_rows_pass_the_repository_validation(v1_url):
+    """The migration writes in bulk, past RawCallRepository: its conversion must produce only
+    rows the repository's own validation accepts (the same rules, checked field by field)."""
+    with opened(v1_url) as source:
+        rows = source.first_rows(V1_ROWS)
+    assert len(rows) == V1_ROWS
+    for row in rows:
+        converted = v1_row_to_raw_call(row, "v1-test")
+        assert validate_raw_call(converted, f"v1 id {row.id}") == converted

@@ -1,12 +1,13 @@
 """Row-by-row comparison of v1 rows with their migrated raw_calls, by streamed chunk digests.
 
 The expected raw_call of a v1 row is what the migration makes of it today (`convert`); the
-stored one is read back through the ledger. Both are reduced to the same flat *form* (prompt,
-response, provider, model, tokens, latency, created_at, v1 id, batch id, v1 metadata, …) and
-hashed. Rows are compared a page of v1 ids at a time: each side is streamed into a dict of
-v1 id -> digest (never the rows themselves, so memory does not depend on the size of a row or
-of the table); pages whose digests agree are done, and only the rows whose digests differ are
-read again to name the fields that differ.
+stored one is read back through the ledger. Each is hashed over its compared columns (JSON with
+sorted keys, so PostgreSQL's JSONB key order does not matter). Rows are compared a page of v1
+ids at a time: each side is streamed into a dict of v1 id -> digest (never the rows themselves,
+so memory does not depend on the size of a row or of the table); pages whose digests agree are
+done, and only the rows whose digests differ are read again and reduced to the same flat
+*form* (prompt, response, provider, model, tokens, latency, created_at, v1 id, batch id, v1
+metadata, …) to name the fields that differ.
 
 Rows to compare are every v1 row (`sample_size=None`) or a uniform random sample (seeded
 reservoir sampling over the id scan: one pass, memory of `sample_size` ids).
