@@ -1,20 +1,25 @@
 """Sensors and schedules. All start RUNNING, so `make run` reacts to a dropped file at once."""
 
-import json
+from pathlib import Path
 
 import dagster as dg
 
-from .assets.migration import legacy_inference_runs, observation_metadata
-from .assets.prompts import PROMPT_SETS
+from .assets.inference import inference_run
+from .assets.migration import legacy_inference_runs, migrated_raw_calls, observation_metadata
+from .assets.prompts import PROMPT_SETS, prompt_set
+from .assets.results import RESULTS_OF_TAG
 from .config import get_settings
 from .db import RunFailureRepository
-from .jobs import migration_job, study_job
+from .jobs import analytics_job, migration_job, results_job, study_job
 from .resources.database import DatabaseResource, LegacyDatabaseResource
 from .resources.prompt_sets import PromptSetsResource
+from .services.folder_watch import BrokenFile, FolderState, broken_file, decide
 from .services.migration import legacy_stats
+from .services.reports import run_exists
 
 RUNNING = dg.DefaultSensorStatus.RUNNING
 HASH_TAG = "study/prompt_set_hash"
+VALID_CHECK = "prompt_set_is_valid"
 
 
 @dg.sensor(
@@ -22,40 +27,102 @@ HASH_TAG = "study/prompt_set_hash"
     default_status=RUNNING,
     minimum_interval_seconds=get_settings().prompt_set_sensor_interval_s,
     description="Watches PROMPT_SETS_DIR: a new or changed prompt set file gets its partition "
-    "and a run; an unchanged file is never re-run; an invalid one is reported.",
+    "and a run; an unchanged file is never re-run. A broken file fails the prompt_set_is_valid "
+    "check of its set (file:line per problem) and is logged once per change; once fixed, a set "
+    "whose latest run failed runs again.",
 )
 def prompt_set_sensor(context: dg.SensorEvaluationContext, prompt_sets: PromptSetsResource):
     valid, errors = prompt_sets.discover()
-    seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
-    known = set(context.instance.get_dynamic_partitions(PROMPT_SETS.name))
-    new_partitions = sorted(name for name in valid if name not in known)
-    run_requests = [
-        dg.RunRequest(
-            partition_key=name,
-            # Dagster never launches a run_key twice: an unchanged file is never re-run.
-            run_key=f"{name}:{loaded.content_hash}",
-            tags={HASH_TAG: loaded.content_hash, "study/prompt_set_file": str(loaded.path)},
+    broken = [broken_file(path, [str(p) for p in error.problems]) for path, error in errors.items()]
+    instance = context.instance
+    decision = decide(
+        FolderState.from_cursor(context.cursor),
+        {name: loaded.content_hash for name, loaded in valid.items()},
+        broken,
+        set(instance.get_dynamic_partitions(PROMPT_SETS.name)),
+        lambda name: latest_run_failed(instance, name),
+    )
+    for item in decision.newly_broken:
+        where = f"set {item.name!r}" if item.name else "no set name could be read"
+        context.log.warning(
+            f"invalid prompt set file {item.path} ({where}), not run:\n" + "\n".join(item.problems)
         )
-        for name, loaded in valid.items()
-        if seen.get(name) != loaded.content_hash
+    for name in decision.fixed:
+        context.log.info(f"prompt set {name!r} is valid again")
+    events = [file_check(item) for item in decision.newly_broken if item.name]
+    events += [
+        dg.AssetCheckEvaluation(
+            asset_key=prompt_set.key,
+            check_name=VALID_CHECK,
+            passed=True,
+            partition=name,
+            description=f"{valid[name].path} is valid again",
+        )
+        for name in decision.fixed
     ]
-    for path, error in errors.items():
-        context.log.warning(f"invalid prompt set {path}:\n{error}")
-    cursor = json.dumps({name: loaded.content_hash for name, loaded in valid.items()})
-    if not run_requests and not new_partitions:
+    partitions = []
+    if decision.add_partitions:
+        partitions.append(PROMPT_SETS.build_add_request(decision.add_partitions))
+    if decision.delete_partitions:
+        partitions.append(PROMPT_SETS.build_delete_request(decision.delete_partitions))
+    cursor = decision.state.to_cursor()
+    if not decision.runs:
         reason = "no new or changed prompt sets"
-        if errors:
-            reason = "invalid prompt set(s), not run:\n" + "\n".join(
-                str(e) for e in errors.values()
+        if decision.broken:
+            names = ", ".join(b.name or Path(b.path).name for b in decision.broken)
+            reason += (
+                f"; {len(decision.broken)} invalid file(s), not run: see the failed "
+                f"prompt_set_is_valid check of {names}"
             )
-        return dg.SensorResult(skip_reason=reason, cursor=cursor)
+        return dg.SensorResult(
+            skip_reason=reason,
+            cursor=cursor,
+            dynamic_partitions_requests=partitions,
+            asset_events=events,
+        )
     return dg.SensorResult(
-        run_requests=run_requests,
-        dynamic_partitions_requests=[PROMPT_SETS.build_add_request(new_partitions)]
-        if new_partitions
-        else [],
+        run_requests=[
+            dg.RunRequest(
+                partition_key=run.name,
+                run_key=run.run_key,
+                tags={
+                    HASH_TAG: run.content_hash,
+                    "study/prompt_set_file": str(valid[run.name].path),
+                    "study/reason": run.reason,
+                },
+            )
+            for run in decision.runs
+        ],
+        dynamic_partitions_requests=partitions,
+        asset_events=events,
         cursor=cursor,
     )
+
+
+def file_check(item: BrokenFile) -> dg.AssetCheckEvaluation:
+    """A failed `prompt_set_is_valid` on the set of a broken file, one problem per line."""
+    return dg.AssetCheckEvaluation(
+        asset_key=prompt_set.key,
+        check_name=VALID_CHECK,
+        passed=False,
+        partition=item.name,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=f"{item.path} is invalid ({len(item.problems)} problem(s)); not run",
+        metadata={
+            "file": dg.MetadataValue.path(item.path),
+            "problems": dg.MetadataValue.md("\n".join(f"- `{p}`" for p in item.problems)),
+        },
+    )
+
+
+def latest_run_failed(instance: dg.DagsterInstance, name: str) -> bool:
+    """Whether the set's latest prompt_set or inference_run materialization failed, or it
+    never completed one."""
+    statuses = [
+        (instance.get_status_by_partition(key, [name], PROMPT_SETS) or {}).get(name)
+        for key in (prompt_set.key, inference_run.key)
+    ]
+    return any(s in (None, dg.AssetPartitionStatus.FAILED) for s in statuses)
 
 
 def _scheduled_runs(
@@ -128,10 +195,16 @@ def legacy_database_sensor(
     )
 
 
+# Jobs whose failure must not request another refresh (it would be the same refresh again).
+REFRESH_JOBS = ("analytics_job", "results_job")
+
+
 @dg.run_failure_sensor(
     default_status=RUNNING,
+    request_jobs=[analytics_job, results_job],
     description="Records every failed run (id, job, partition, failed steps, error) in the app "
-    "database's run_failures table, where study_summary reports them.",
+    "database's run_failures table, where study_summary reports them; then refreshes the "
+    "analytics and, after a failed inference run, writes that run's results and report.",
 )
 def record_failed_runs(context: dg.RunFailureSensorContext, database: DatabaseResource):
     run = context.dagster_run
@@ -141,14 +214,41 @@ def record_failed_runs(context: dg.RunFailureSensorContext, database: DatabaseRe
         for event in step_failures
         if event.event_specific_data and event.event_specific_data.error
     ]
-    with database.get_connection().session_scope() as session:
+    partition = run.tags.get("dagster/partition")
+    db = database.get_connection()
+    with db.session_scope() as session:
         RunFailureRepository(session).record_run_failure(
             run.run_id,
             run.job_name,
-            partition_key=run.tags.get("dagster/partition"),
+            partition_key=partition,
             failed_steps=[event.step_key for event in step_failures],
             error=("\n".join(errors) or context.failure_event.message or "")[:4000],
         )
+    if run.job_name in REFRESH_JOBS:
+        return None
+    requests = [dg.RunRequest(job_name=analytics_job.name, run_key=f"after-failed:{run.run_id}")]
+    root = run.root_run_id or run.run_id
+    if partition and run_exists(db, partition, root):
+        # the run captured calls: its report shows what it got and what failed
+        requests.append(
+            dg.RunRequest(
+                job_name=results_job.name,
+                partition_key=partition,
+                run_key=f"results-after-failed:{run.run_id}",
+                tags={RESULTS_OF_TAG: root},
+            )
+        )
+    return requests
+
+
+@dg.asset_sensor(
+    asset_key=migrated_raw_calls.key,
+    job=analytics_job,
+    default_status=RUNNING,
+    description="Refreshes the analytics after each migration of legacy v1 rows.",
+)
+def analytics_after_migration(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry):
+    return dg.RunRequest(run_key=f"after-migration:{asset_event.storage_id}")
 
 
 # Declarative automation (the analytics assets' REFRESH conditions) is evaluated by this sensor.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import get_settings
@@ -54,9 +55,96 @@ def cmd_init(_args) -> int:
     return 0
 
 
+# Dagster's console logger would print every line our own handler prints a second time (the
+# package's loggers are managed by the instance): it only speaks for errors nobody caught.
+QUIET_DAGSTER = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+
+
+@dataclass
+class Outcome:
+    """One line of the summary `make materialize` ends with."""
+
+    name: str
+    status: str  # OK | FAILED | INVALID
+    calls: int | None = None
+    failures: int | None = None
+    checks: str = ""
+    report: str = ""
+    errors: list[str] = field(default_factory=list)
+
+
+def _step_errors(result) -> list[str]:
+    errors = []
+    for event in result.all_events:
+        if event.event_type_value == "STEP_FAILURE":
+            error = event.event_specific_data.error
+            message = error.message.strip() if error else "failed"
+            errors.append(f"{event.step_key}: {message.splitlines()[0] if message else ''}")
+    return errors
+
+
+def _metadata(result, asset: str) -> dict:
+    """The asset's materialization metadata, or the metadata of its failure."""
+    for event in result.get_asset_materialization_events():
+        if event.asset_key.path == [asset]:
+            return {k: getattr(v, "value", v) for k, v in event.materialization.metadata.items()}
+    for event in result.all_events:
+        if event.event_type_value == "STEP_FAILURE" and event.step_key == asset:
+            failure = event.event_specific_data.user_failure_data
+            if failure is not None:
+                return {k: getattr(v, "value", v) for k, v in failure.metadata.items()}
+    return {}
+
+
+def study_outcome(name: str, result) -> Outcome:
+    import dagster as dg
+
+    checks = result.get_asset_check_evaluations()
+    failed = [c for c in checks if not c.passed and c.severity == dg.AssetCheckSeverity.ERROR]
+    warned = [c for c in checks if not c.passed and c.severity == dg.AssetCheckSeverity.WARN]
+    run = _metadata(result, "inference_run")
+    report = _metadata(result, "study_results").get("report")
+    errors = _step_errors(result)
+    errors += [f"check {c.check_name} failed: {c.description or ''}".rstrip(": ") for c in failed]
+    errors += [f"check {c.check_name} warns: {c.description or ''}".rstrip(": ") for c in warned]
+    passed = len(checks) - len(failed) - len(warned)
+    summary = f"{passed}/{len(checks)} passed" if checks else "not run"
+    if warned:
+        summary += f", {len(warned)} warn"
+    return Outcome(
+        name=name,
+        status="OK" if result.success and not failed else "FAILED",
+        calls=run.get("calls"),
+        failures=run.get("failures"),
+        checks=summary,
+        report=str(report or ""),
+        errors=errors,
+    )
+
+
+def summary_table(outcomes: list[Outcome]) -> str:
+    header = ("set", "status", "calls", "failures", "checks")
+    rows = [
+        (o.name, o.status, "" if o.calls is None else str(o.calls),
+         "" if o.failures is None else str(o.failures), o.checks)
+        for o in outcomes
+    ]  # fmt: skip
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    numeric = {2, 3}
+
+    def line(cells) -> str:
+        return "  ".join(
+            c.rjust(w) if i in numeric else c.ljust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
+
+    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
+
+
 def cmd_materialize(_args) -> int:
     """Register every prompt set and materialize the whole graph for each, headless, on the
-    instance in DAGSTER_HOME. Non-zero if a file is invalid, a run fails or an ERROR check fails."""
+    instance in DAGSTER_HOME; end with a summary table (set, status, calls, failures, checks)
+    and every error. Non-zero if a file is invalid, a run fails or an ERROR check fails."""
     import dagster as dg
 
     from .definitions import defs
@@ -65,41 +153,48 @@ def cmd_materialize(_args) -> int:
     cmd_init(_args)
     settings = get_settings()
     valid, errors = discover_prompt_sets(settings.prompt_sets_dir)
-    for error in errors.values():
-        print(f"INVALID {error}")
+    outcomes = [
+        Outcome(
+            Path(path).name, "INVALID", checks="file not run", errors=[str(p) for p in e.problems]
+        )
+        for path, e in errors.items()
+    ]
     instance = dg.DagsterInstance.get()
     known = set(instance.get_dynamic_partitions("prompt_sets"))
     instance.add_dynamic_partitions("prompt_sets", [n for n in valid if n not in known])
-    ok = not errors
     job = defs.resolve_job_def("study_job")
     for name in valid:
-        result = job.execute_in_process(partition_key=name, instance=instance, raise_on_error=False)
-        failed = [
-            c.check_name
-            for c in result.get_asset_check_evaluations()
-            if not c.passed and c.severity == dg.AssetCheckSeverity.ERROR
-        ]
-        warned = [
-            c.check_name
-            for c in result.get_asset_check_evaluations()
-            if not c.passed and c.severity == dg.AssetCheckSeverity.WARN
-        ]
-        status = "OK" if result.success and not failed else "FAILED"
-        ok = ok and status == "OK"
-        extra = (f"; failed checks: {', '.join(failed)}" if failed else "") + (
-            f"; warnings: {', '.join(warned)}" if warned else ""
+        print(f"running {name} ...", flush=True)
+        result = job.execute_in_process(
+            partition_key=name, instance=instance, raise_on_error=False, run_config=QUIET_DAGSTER
         )
-        print(f"{status} {name} (run {result.run_id}){extra}")
+        outcomes.append(study_outcome(name, result))
+    print("refreshing analytics ...", flush=True)
     analytics = defs.resolve_job_def("analytics_job").execute_in_process(
-        instance=instance, raise_on_error=False
+        instance=instance, raise_on_error=False, run_config=QUIET_DAGSTER
     )
-    ok = ok and analytics.success
-    print(f"{'OK' if analytics.success else 'FAILED'} analytics (run {analytics.run_id})")
+    outcomes.append(
+        Outcome("(analytics)", "OK" if analytics.success else "FAILED",
+                errors=_step_errors(analytics))
+    )  # fmt: skip
+
+    print()
+    print(summary_table(outcomes))
+    problems = [(o.name, e) for o in outcomes for e in o.errors]
+    if problems:
+        print("\nerrors and warnings:")
+        for name, error in problems:
+            print(f"  {name}: {error}")
+    reports = [o for o in outcomes if o.report]
+    if reports:
+        print("\nstudy reports (open in a browser):")
+        for o in reports:
+            print(f"  {o.name}: {o.report}")
     print(
-        f"{len(valid)} prompt set(s) materialized on {instance.root_directory}; "
+        f"\n{len(valid)} prompt set(s) materialized on {instance.root_directory}; "
         "browse them with `make run`"
     )
-    return 0 if ok else 1
+    return 0 if all(o.status == "OK" for o in outcomes) else 1
 
 
 def main(argv: list[str] | None = None) -> int:

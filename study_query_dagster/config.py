@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from dotenv import load_dotenv
 from pydantic import Field, SecretStr, create_model
@@ -35,6 +35,12 @@ class CoreSettings(BaseSettings):
     legacy_database_url: str | None = Field(None, alias="LEGACY_DATABASE_URL")
     prompt_sets_dir: Path = Field(Path("prompt_sets"), alias="PROMPT_SETS_DIR")
     exports_dir: Path = Field(DATA_DIR / "exports", alias="EXPORTS_DIR")
+    reports_dir: Path = Field(DATA_DIR / "reports", alias="REPORTS_DIR")
+    # How study_job runs its steps: in_process (one process, one after another; the calls are
+    # concurrent inside inference_run) or multiprocess (a process per step).
+    study_job_executor: Literal["in_process", "multiprocess"] = Field(
+        "in_process", alias="STUDY_JOB_EXECUTOR"
+    )
     pricing_file: Path | None = Field(None, alias="PRICING_FILE")
     log_level: str = Field("INFO", alias="LOG_LEVEL")
     # Dagster's instance directory; the CLI creates it (Dagster itself reads the variable).

@@ -22,7 +22,9 @@ from .assets.inference import (
 )
 from .assets.migration import MIGRATION_CHECKS, legacy_inference_runs, migrated_raw_calls
 from .assets.prompts import prompt_set
+from .assets.results import study_results
 from .automation import (
+    analytics_after_migration,
     analytics_automation,
     daily_prompt_sets,
     hourly_prompt_sets,
@@ -31,7 +33,7 @@ from .automation import (
     record_failed_runs,
 )
 from .config import get_settings
-from .jobs import adhoc_prompt_job, analytics_job, migration_job, study_job
+from .jobs import adhoc_prompt_job, analytics_job, migration_job, results_job, study_job
 from .resources import build_resources
 
 defs = dg.Definitions(
@@ -39,6 +41,7 @@ defs = dg.Definitions(
         prompt_set,
         inference_run,
         response_embeddings,
+        study_results,
         provider_comparison,
         usage_time_series,
         study_summary,
@@ -54,8 +57,21 @@ defs = dg.Definitions(
         every_response_embedded,
         embedding_dimensions_consistent,
     ],
-    jobs=[study_job, adhoc_prompt_job, migration_job, analytics_job, prompt_search_job],
-    sensors=[prompt_set_sensor, legacy_database_sensor, record_failed_runs, analytics_automation],
+    jobs=[
+        study_job,
+        results_job,
+        adhoc_prompt_job,
+        migration_job,
+        analytics_job,
+        prompt_search_job,
+    ],
+    sensors=[
+        prompt_set_sensor,
+        legacy_database_sensor,
+        record_failed_runs,
+        analytics_automation,
+        analytics_after_migration,
+    ],
     schedules=[daily_prompt_sets, hourly_prompt_sets],
     resources=build_resources(get_settings()),
 )

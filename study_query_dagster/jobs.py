@@ -1,23 +1,45 @@
-"""Jobs: the study pipeline for one prompt set, and the ad-hoc prompt from the launchpad."""
+"""Jobs: the study pipeline for one prompt set (and its results alone), migration, analytics,
+and the ad-hoc prompt from the launchpad."""
 
 import asyncio
+from typing import Literal
 
 import dagster as dg
 from pydantic import Field
 
 from .assets.embeddings import response_embeddings
 from .assets.inference import inference_run
+from .assets.metadata import ident, measure
 from .assets.migration import migrated_raw_calls
 from .assets.prompts import prompt_set
+from .assets.results import study_results
+from .config import get_settings
 from .providers import ProviderError
+from .providers.registry import CHAT_PROVIDERS
 from .resources.database import DatabaseResource
 from .resources.providers import LLMProvidersResource
 
+# Run in one process by default: the steps follow one another (the parallelism is inside
+# inference_run), and a process per step costs seconds to start — more than a small run's
+# calls. STUDY_JOB_EXECUTOR=multiprocess restores a process per step.
+EXECUTORS = {"in_process": dg.in_process_executor, "multiprocess": dg.multiprocess_executor}
+
 study_job = dg.define_asset_job(
     "study_job",
-    selection=dg.AssetSelection.assets(prompt_set, inference_run, response_embeddings),
-    description="prompt_set -> inference_run -> response_embeddings (with their checks) "
-    "for one prompt set.",
+    selection=dg.AssetSelection.assets(
+        prompt_set, inference_run, response_embeddings, study_results
+    ),
+    executor_def=EXECUTORS[get_settings().study_job_executor],
+    description="prompt_set -> inference_run -> response_embeddings and study_results (with "
+    "their checks) for one prompt set.",
+)
+
+results_job = dg.define_asset_job(
+    "results_job",
+    selection=dg.AssetSelection.assets(study_results),
+    executor_def=dg.in_process_executor,
+    description="Write the results and study report of a prompt set's latest run (requested "
+    "after a run that failed, so its report shows what it got and what failed).",
 )
 
 
@@ -31,30 +53,60 @@ migration_job = dg.define_asset_job(
 analytics_job = dg.define_asset_job(
     "analytics_job",
     selection=dg.AssetSelection.groups("analytics"),
+    executor_def=dg.in_process_executor,
     description="Refresh every analytics asset now (they also refresh by themselves).",
 )
 
 
 class ChatMessage(dg.Config):
-    role: str = Field(description="system | user | assistant")
+    role: Literal["system", "user", "assistant"]
     content: str
 
 
-class AdhocPromptConfig(dg.Config):
-    """One call, captured like any other. Give `prompt` or `messages`."""
+class AdhocGroup(dg.Config):
+    type: str = Field(description="Group type, e.g. experiment.")
+    name: str = Field(description="Group name; created if missing.")
+    role: str | None = Field(None, description="The call's role in the group.")
+    position: int | None = Field(None, description="The call's position (default: next).")
 
-    provider: str = Field("offline", description="azure | openai | hyperbolic | offline")
+
+class AdhocPromptConfig(dg.Config):
+    """One call, captured like any other: `prompt` is the user message the model answers;
+    `system` and `history` (earlier turns) make it a conversation."""
+
+    provider: Literal[CHAT_PROVIDERS] = "offline"  # type: ignore[valid-type]
     model: str = Field("offline-echo", description="Model, or the Azure deployment.")
-    prompt: str | None = None
-    messages: list[ChatMessage] | None = None
+    prompt: str = Field(description="The user message the model answers.")
+    system: str | None = Field(None, description="A system prompt sent first.")
+    history: list[ChatMessage] = Field(
+        default_factory=list, description="Earlier turns of the conversation, before `prompt`."
+    )
     temperature: float | None = None
     max_tokens: int | None = None
     top_p: float | None = None
     seed: int | None = None
-    group_type: str | None = Field(None, description="Add the call to this group (with name).")
-    group_name: str | None = None
-    role: str | None = None
-    position: int | None = None
+    group: AdhocGroup | None = Field(None, description="Add the call to this group.")
+
+    def messages(self) -> list[dict[str, str]]:
+        system = [{"role": "system", "content": self.system}] if self.system else []
+        earlier = [m.model_dump() for m in self.history]
+        return [*system, *earlier, {"role": "user", "content": self.prompt}]
+
+
+# What the launchpad opens with: a call that works with no configuration at all.
+ADHOC_EXAMPLE = {
+    "ops": {
+        "adhoc_prompt": {
+            "config": {
+                "provider": "offline",
+                "model": "offline-echo",
+                "prompt": "What is the capital of Peru?",
+                "temperature": 0.2,
+                "max_tokens": 64,
+            }
+        }
+    }
+}
 
 
 @dg.op(tags={"kind": "llm"}, pool="llm_api")
@@ -65,10 +117,6 @@ def adhoc_prompt(
     llm: LLMProvidersResource,
 ) -> dict:
     """Send one prompt, capture it in raw_calls, add it to the chosen group, show the answer."""
-    if (config.prompt is None) == (config.messages is None):
-        raise dg.Failure("give exactly one of `prompt` or `messages`")
-    if (config.group_type is None) != (config.group_name is None):
-        raise dg.Failure("a group needs both `group_type` and `group_name`")
     missing = llm.missing_env_vars(config.provider)
     if missing:
         raise dg.Failure(
@@ -79,21 +127,22 @@ def adhoc_prompt(
         for k in ("temperature", "max_tokens", "top_p", "seed")
         if (v := getattr(config, k)) is not None
     }
-    messages = [m.model_dump() for m in config.messages] if config.messages else None
+    plain = not config.system and not config.history
+    group = config.group
     db = database.get_connection()
 
     async def call() -> tuple[dict, int | None]:
         async with llm.create_service(config.provider, config.model, db) as service:
             group_id = None
-            if config.group_type:
-                group_id = await service.named_group(config.group_type, config.group_name)
+            if group is not None:
+                group_id = await service.named_group(group.type, group.name)
             result = await service.run_inference(
-                config.prompt,
-                messages=messages,
+                config.prompt if plain else None,
+                messages=None if plain else config.messages(),
                 extra_metadata={"source": "adhoc_prompt_job", "dagster_run_id": context.run.run_id},
                 group_id=group_id,
-                group_role=config.role,
-                group_position=config.position,
+                group_role=group.role if group else None,
+                group_position=group.position if group else None,
                 **params,
             )
             return result, group_id
@@ -103,25 +152,28 @@ def adhoc_prompt(
     except ProviderError as error:
         raise dg.Failure(
             f"the call failed ({error.error_type}): {error.message}",
-            metadata={"raw_call_id": getattr(error, "call_id", None) or -1},
+            metadata={"raw_call_id": ident(getattr(error, "call_id", None))},
         ) from error
     meta = result["metadata"]
     context.add_output_metadata(
         {
             "answer": dg.MetadataValue.md(result["response"]),
-            "raw_call_id": result["id"],
+            "raw_call_id": ident(result["id"]),
             "provider": config.provider,
             "model": config.model,
-            "latency_ms": meta.get("latency_ms"),
+            "latency_ms": measure(meta.get("latency_ms")),
             "total_tokens": meta.get("tokens"),
             "cost_usd": meta.get("cost_usd"),
-            "group_id": group_id if group_id is not None else -1,
+            "group_id": ident(group_id),
         }
     )
     context.log.info(f"answer (raw_call {result['id']}): {result['response']}")
     return {"raw_call_id": result["id"], "group_id": group_id}
 
 
-@dg.job(description="Send one prompt (or chat) from the launchpad; captured like any call.")
+@dg.job(
+    description="Send one prompt (or chat) from the launchpad; captured like any call.",
+    config=ADHOC_EXAMPLE,
+)
 def adhoc_prompt_job():
     adhoc_prompt()

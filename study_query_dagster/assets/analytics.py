@@ -1,6 +1,8 @@
-"""Analytics over every captured call (group `analytics`): tables and charts in each
-materialization's metadata, numbers Dagster plots across materializations, and CSV exports.
-They refresh by themselves after new inference runs or migrations (declarative automation)."""
+"""Analytics over every captured call, all prompt sets together (group `analytics`): tables and
+charts in each materialization's metadata, numbers Dagster plots across materializations, and
+CSV exports (the latest table of each view). They refresh by themselves after new inference
+runs (declarative automation), after migrations and after failed runs (sensors). Per-set
+results of each run are the `study_results` asset (assets/results.py)."""
 
 import dagster as dg
 import pandas as pd
@@ -11,25 +13,30 @@ from ..resources.database import DatabaseResource
 from ..resources.exports import ExportsResource
 from ..services import formatting
 from ..services.charts import (
-    bar_chart,
-    markdown_image,
+    charts_markdown,
+    cost_chart,
+    latency_chart,
     model_labels,
-    provider_comparison_chart,
-    time_series_chart,
+    outcomes_chart,
+    recent_latency_chart,
+    time_series_charts,
 )
 from ..services.study import StudyService
 from .inference import inference_run
-from .migration import migrated_raw_calls
+from .metadata import ident, measure, table
 
 AC = dg.AutomationCondition
 
 # Once when the asset is new, so the UI is never empty; then whenever an upstream asset (an
-# inference run of any prompt set, a migration) was updated after this asset was last
-# requested, once nothing upstream or here is running. The latch is reset by a request, and
-# only when nothing was updated since that request's tick: an update that lands while a
-# refresh is already running is not swallowed by it. (Dagster's `since_last_handled` also
-# resets on the asset's own materialization, which loses exactly that update.)
-# `newly_missing` fires once, so a refresh that fails is not relaunched until the next update.
+# inference run of any prompt set) was updated after this asset was last requested, once
+# nothing upstream or here is running. The latch is reset by a request, and only when nothing
+# was updated since that request's tick: an update that lands while a refresh is already
+# running is not swallowed by it. (Dagster's `since_last_handled` also resets on the asset's
+# own materialization, which loses exactly that update.) `newly_missing` fires once, so a
+# refresh that fails is not relaunched until the next update. Migrations and failed runs,
+# which materialize no inference_run, request a refresh through sensors (automation.py): as
+# an upstream asset, migrated_raw_calls would make the UI ask "Are you sure?" before every
+# manual refresh wherever no legacy database was ever migrated.
 REFRESH = (
     (
         AC.newly_missing()
@@ -41,57 +48,73 @@ REFRESH = (
 
 ANALYTICS = dict(
     group_name="analytics",
-    deps=[inference_run, migrated_raw_calls],
+    deps=[inference_run],
     automation_condition=REFRESH,
     kinds={"pandas"},
 )
 
+MODEL_COLUMNS = ["provider", "model", "calls", "success_rate", "p50_latency_ms",
+                 "p95_latency_ms", "avg_tokens", "estimated_cost_usd", "cost_status"]  # fmt: skip
+TARGET_COLUMNS = ["prompt_set", "target", "provider", "model", "params", "calls",
+                  "success_rate", "p50_latency_ms", "p95_latency_ms", "avg_tokens",
+                  "estimated_cost_usd", "cost_status"]  # fmt: skip
+NO_FAILED_RUNS = "_no failed runs recorded_"
 
-def markdown_table(frame: pd.DataFrame, *, limit: int = 50) -> str:
-    return formatting.markdown_table(
-        frame.to_dict("records"),
-        list(frame.columns),
-        limit=limit,
-        empty="_no calls yet_",
-        more="more rows in the CSV export",
-    )
+
+def records(frame: pd.DataFrame) -> list[dict]:
+    """Frame rows as dicts with None for missing values (pandas gives NaN/NaT)."""
+    return [
+        {k: (None if not isinstance(v, list | dict) and pd.isna(v) else v) for k, v in row.items()}
+        for row in frame.to_dict("records")
+    ]
 
 
 @dg.asset(**ANALYTICS)
 def provider_comparison(
     context: dg.AssetExecutionContext, database: DatabaseResource, exports: ExportsResource
 ) -> dg.MaterializeResult:
-    """Per provider and model: calls, success rate, latency avg/p50/p95, tokens and estimated
-    cost (empty where a model has no price), as a table and a chart."""
-    frame = StudyService(database.get_connection()).get_provider_comparison()
+    """All prompt sets together: per target (each prompt set's target label, with provider,
+    model and parameters) and per provider and model — calls, success rate, latency p50/p95,
+    tokens and estimated cost (empty where a model has no price) — with latency and cost
+    charts per model."""
+    study = StudyService(database.get_connection())
+    frame = study.get_provider_comparison()
+    targets = study.get_target_comparison(per_prompt_set=True)
     path = exports.write_csv("provider_comparison", frame)
+    target_path = exports.write_csv("target_comparison", targets)
     total_calls = int(frame["calls"].sum()) if not frame.empty else 0
     successes = int(frame["success"].sum()) if not frame.empty else 0
     costs = frame["estimated_cost_usd"].dropna()
-    columns = ["provider", "model", "calls", "success_rate", "p50_latency_ms", "p95_latency_ms",
-               "avg_tokens", "estimated_cost_usd", "cost_status"]  # fmt: skip
+    labels = model_labels(frame)
+    charts = [
+        latency_chart(labels, frame["p50_latency_ms"], frame["p95_latency_ms"], per="model"),
+        cost_chart(labels, frame["estimated_cost_usd"], per="model"),
+    ]
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": len(frame),
-            "table": dg.MetadataValue.md(markdown_table(frame[columns])),
-            "chart": dg.MetadataValue.md(
-                markdown_image(provider_comparison_chart(frame), "latency and cost per model")
-            ),
+            "per_target": table(records(targets), TARGET_COLUMNS),
+            "per_model": table(records(frame), MODEL_COLUMNS),
+            "charts": dg.MetadataValue.md(charts_markdown(charts)),
+            "targets": len(targets),
             "models": len(frame),
             "calls": total_calls,
-            "success_rate": successes / total_calls if total_calls else None,
-            "worst_p95_latency_ms": formatting.to_float(frame["p95_latency_ms"].max())
-            if len(frame)
-            else None,
-            "estimated_cost_usd": float(costs.sum()) if len(costs) else None,
+            "success_rate": measure(successes / total_calls) if total_calls else None,
+            "worst_p95_latency_ms": measure(frame["p95_latency_ms"].max()) if len(frame) else None,
+            "estimated_cost_usd": measure(costs.sum()) if len(costs) else None,
             "models_without_price": int((frame["cost_status"] == "unknown").sum()),
             "csv": dg.MetadataValue.path(str(path)),
+            "targets_csv": dg.MetadataValue.path(str(target_path)),
         }
     )
 
 
 class TimeSeriesConfig(dg.Config):
     granularity: str = Field("day", description="day | hour | minute")
+
+
+SERIES_COLUMNS = ["bucket", "provider", "calls", "failures", "total_tokens", "avg_latency_ms",
+                  "p95_latency_ms"]  # fmt: skip
 
 
 @dg.asset(**ANALYTICS)
@@ -103,22 +126,19 @@ def usage_time_series(
 ) -> dg.MaterializeResult:
     """Calls, failures, tokens and latency per provider over time, with line charts."""
     frame = StudyService(database.get_connection()).get_time_series_data(
-        config.granularity, metric=["calls", "failures", "total_tokens", "avg_latency_ms",
-                                    "p95_latency_ms"],
-    )  # fmt: skip
+        config.granularity, metric=SERIES_COLUMNS[2:]
+    )
     path = exports.write_csv(f"usage_time_series_{config.granularity}", frame)
     latest = frame[frame["bucket"] == frame["bucket"].max()] if not frame.empty else frame
-    charts = "\n\n".join(
-        markdown_image(time_series_chart(frame, metric), f"{metric} per {config.granularity}")
-        for metric in ("calls", "failures", "p95_latency_ms")
+    charts = time_series_charts(frame, ["calls", "failures", "p95_latency_ms"], config.granularity)
+    shown = frame.sort_values("bucket", ascending=False).assign(
+        bucket=lambda f: f["bucket"].dt.strftime("%Y-%m-%d %H:%M UTC")
     )
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": len(frame),
-            "charts": dg.MetadataValue.md(charts),
-            "table": dg.MetadataValue.md(
-                markdown_table(frame.sort_values("bucket", ascending=False))
-            ),
+            "charts": dg.MetadataValue.md(charts_markdown(charts)),
+            "table": table(records(shown), SERIES_COLUMNS),
             "granularity": config.granularity,
             "buckets": int(frame["bucket"].nunique()) if not frame.empty else 0,
             "latest_bucket_calls": int(latest["calls"].sum()) if not frame.empty else 0,
@@ -126,6 +146,11 @@ def usage_time_series(
             "csv": dg.MetadataValue.path(str(path)),
         }
     )
+
+
+SUMMARY_NUMBERS = ("total_calls", "success_rate", "failures", "total_tokens", "p50_latency_ms",
+                   "p95_latency_ms", "estimated_cost_usd")  # fmt: skip
+FAILED_RUN_COLUMNS = ["failed_at", "run_id", "job", "partition", "steps", "error"]
 
 
 @dg.asset(**ANALYTICS)
@@ -138,16 +163,10 @@ def study_summary(
     study = StudyService(db)
     stats = study.get_summary_stats()
     per_model = study.get_provider_comparison()
-    outcomes_chart = bar_chart(
-        model_labels(per_model),
-        {"succeeded": list(per_model["success"]),
-         "failed, timed out or cancelled": list(per_model["calls"] - per_model["success"])},
-        title="Calls per model", ylabel="calls",
-    )  # fmt: skip
     with db.session_scope() as session:
         failures = [
             {
-                "failed_at": f.failed_at,
+                "failed_at": f.failed_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
                 "run_id": f.run_id,
                 "job": f.job_name,
                 "partition": f.partition_key,
@@ -162,31 +181,33 @@ def study_summary(
         **{f"status_{k}": v for k, v in stats["by_status"].items()},
     }  # fmt: skip
     path = exports.write_csv("study_summary", pd.DataFrame([flat]))
-    lines = [f"- **{k}**: {v}" for k, v in stats.items()]
+    lines = [f"- **{k}**: {_readable(v)}" for k, v in stats.items()]
     return dg.MaterializeResult(
         metadata={
             "summary": dg.MetadataValue.md("\n".join(lines)),
-            "chart": dg.MetadataValue.md(
-                markdown_image(outcomes_chart, "calls per model: succeeded and not")
-            ),
-            "failed_runs": dg.MetadataValue.md(markdown_table(pd.DataFrame(failures))),
+            "chart": dg.MetadataValue.md(outcomes_chart(per_model).markdown()),
+            "failed_runs": table(failures, FAILED_RUN_COLUMNS)
+            if failures
+            else dg.MetadataValue.md(NO_FAILED_RUNS),
             "failed_runs_recorded": len(failures),
-            **{
-                key: stats[key]
-                for key in (
-                    "total_calls",
-                    "success_rate",
-                    "failures",
-                    "total_tokens",
-                    "p50_latency_ms",
-                    "p95_latency_ms",
-                    "estimated_cost_usd",
-                )
-                if key in stats and isinstance(stats[key], int | float | type(None))
-            },  # fmt: skip
+            **{key: measure(stats[key]) for key in SUMMARY_NUMBERS},
             "csv": dg.MetadataValue.path(str(path)),
         }
     )
+
+
+def _readable(value) -> str:
+    if isinstance(value, float):
+        return f"{formatting.round_sig(value, 4):,}"
+    if isinstance(value, list):
+        return ", ".join(map(str, value)) or "none"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {v}" for k, v in value.items())
+    return "" if value is None else str(value)
+
+
+RECENT_COLUMNS = ["id", "created_at", "provider", "model", "status", "prompt", "answer",
+                  "latency_ms", "total_tokens", "error"]  # fmt: skip
 
 
 @dg.asset(**ANALYTICS)
@@ -196,18 +217,13 @@ def recent_calls(
     """The 50 newest calls with their prompt, answer or error, and their latencies."""
     frame = StudyService(database.get_connection()).get_recent_inferences(limit=50)
     path = exports.write_csv("recent_calls", frame)
-    oldest_first = frame.iloc[::-1]
-    latency_chart = bar_chart(
-        [str(i) for i in oldest_first["id"]],
-        {"latency_ms": [None if pd.isna(v) else v for v in oldest_first["latency_ms"]]},
-        title="Latency of the newest calls (by call id)", ylabel="ms",
-    )  # fmt: skip
+    shown = frame.assign(created_at=frame["created_at"].dt.strftime("%Y-%m-%d %H:%M:%S UTC"))
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": len(frame),
-            "table": dg.MetadataValue.md(markdown_table(frame)),
-            "chart": dg.MetadataValue.md(markdown_image(latency_chart, "latency of recent calls")),
-            "newest_call_id": int(frame["id"].max()) if not frame.empty else None,
+            "table": table(records(shown), RECENT_COLUMNS),
+            "chart": dg.MetadataValue.md(recent_latency_chart(frame).markdown()),
+            "newest_call_id": ident(int(frame["id"].max()) if not frame.empty else None),
             "csv": dg.MetadataValue.path(str(path)),
         }
     )
@@ -215,23 +231,35 @@ def recent_calls(
 
 class PromptSearchConfig(dg.Config):
     term: str = Field(description="Text to look for in prompts and answers (case-insensitive).")
-    limit: int = Field(50, ge=1, le=1000)
+    limit: int = Field(50, ge=1, le=1000, description="How many matches to show, newest first.")
+
+
+SEARCH_COLUMNS = ["id", "created_at", "provider", "model", "status", "matched_in", "snippet",
+                  "prompt", "answer"]  # fmt: skip
 
 
 @dg.op
 def search_prompts(
     context: dg.OpExecutionContext, config: PromptSearchConfig, database: DatabaseResource
 ) -> int:
-    """Calls whose prompt or answer contains the term, shown as a table in the run."""
-    frame = StudyService(database.get_connection()).search_prompts(config.term, config.limit)
+    """Calls whose prompt or answer contains the term, shown as a table in the run: how many
+    match in all, and the newest `limit` of them."""
+    study = StudyService(database.get_connection())
+    frame = study.search_prompts(config.term, config.limit)
+    total = study.count_prompt_matches(config.term)
+    shown = frame.assign(created_at=frame["created_at"].dt.strftime("%Y-%m-%d %H:%M:%S UTC"))
     context.add_output_metadata(
         {
-            "matches": len(frame),
-            "results": dg.MetadataValue.md(markdown_table(frame, limit=config.limit)),
+            "matches": total,
+            "shown": len(frame),
+            "results": table(records(shown), SEARCH_COLUMNS, limit=config.limit),
         }
     )
-    context.log.info(f"{len(frame)} calls match {config.term!r}")
-    return len(frame)
+    if total > len(frame):
+        context.log.info(f"{total} calls match {config.term!r}; showing the newest {len(frame)}")
+    else:
+        context.log.info(f"{total} calls match {config.term!r}")
+    return total
 
 
 @dg.job(description="Search captured prompts and answers (launchpad config: term, limit).")

@@ -12,23 +12,14 @@ from ..resources.embeddings import EmbeddingResource
 from ..resources.providers import LLMProvidersResource
 from ..services import runs
 from ..services.run_summary import RunSummary
-from .metadata import md_list, md_table, root_run_id, rounded
+from .metadata import database_kind, ident, md_list, md_table, measure, root_run_id, table
 from .prompts import PROMPT_SETS, missing_credentials, prompt_set
+
+TARGET_COLUMNS = ["target", "provider", "model", "params", "calls", "success_rate",
+                  "p50_latency_ms", "p95_latency_ms", "total_tokens", "estimated_cost_usd"]  # fmt: skip
 
 
 def run_metadata(summary: RunSummary, expected: int) -> dict:
-    per_target = [
-        {
-            "provider": s["provider"],
-            "model": s["model"],
-            "calls": s["calls"],
-            "success_rate": rounded(s["success_rate"]),
-            "p50_ms": rounded(s["p50_latency_ms"], 1),
-            "p95_ms": rounded(s["p95_latency_ms"], 1),
-            "tokens": s["total_tokens"],
-        }
-        for s in summary.per_target
-    ]
     return {
         "dagster/row_count": summary.calls,
         "expected_items": expected,
@@ -37,16 +28,16 @@ def run_metadata(summary: RunSummary, expected: int) -> dict:
         "failures": summary.calls - summary.successes,
         "failures_by_type": dg.MetadataValue.json(summary.failures_by_type),
         "success_rate": round(summary.successes / summary.calls, 4) if summary.calls else 0.0,
-        "latency_p50_ms": summary.latency_p50_ms,
-        "latency_p95_ms": summary.latency_p95_ms,
+        "latency_p50_ms": measure(summary.latency_p50_ms),
+        "latency_p95_ms": measure(summary.latency_p95_ms),
         "prompt_tokens": summary.prompt_tokens,
         "completion_tokens": summary.completion_tokens,
         "total_tokens": summary.total_tokens,
         "estimated_cost_usd": summary.cost_usd,
         "unpriced_calls": summary.unpriced_calls,
-        "per_target": md_table(per_target),
+        "per_target": table(summary.per_target, TARGET_COLUMNS),
         "answers_preview": md_table(summary.preview),
-        "run_group_id": summary.run_group_id,
+        "run_group_id": ident(summary.run_group_id),
     }
 
 
@@ -55,7 +46,7 @@ def run_metadata(summary: RunSummary, expected: int) -> dict:
     group_name="inference",
     deps=[prompt_set],
     pool="llm_api",
-    kinds={"openai"},
+    kinds={"llm", database_kind()},
 )
 def inference_run(
     context: dg.AssetExecutionContext,

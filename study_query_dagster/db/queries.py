@@ -209,19 +209,42 @@ def time_series_query(granularity: str, dialect: str, where: CallFilter | None =
     return stmt.order_by(bucket, RawCall.provider)
 
 
-def provider_totals_query(where: CallFilter | None = None) -> Select:
-    """Per provider and model, in one pass over the rows (each token count is read from the
-    JSON once): calls, calls per status, mean latency of successful calls, token sums, mean
-    total tokens, and `split` / `unsplit`: calls with a prompt/completion token split (which
-    can be priced) and calls that cannot be priced for lack of one — successful calls without
-    `prompt_tokens`, or calls reporting only a total (migrated v1 rows). Failed calls without
-    any token count are taken as unbilled."""
+# What call statistics can be grouped by. A target is the prompt set's target label (kept in
+# each call's metadata by the run), so two temperatures of one model are two targets; `params`
+# (the sampling parameters as sent, JSON text) tells apart a label whose settings changed
+# between versions of a set. Calls made outside a prompt set have no set or target (NULL).
+GROUP_KEYS = {
+    "provider": RawCall.provider,
+    "model": RawCall.model,
+    "prompt_set": RawCall.metadata_json["prompt_set"].as_string(),
+    "target": RawCall.metadata_json["target"].as_string(),
+    "params": RawCall.request_json["params"].as_string(),
+}
+MODEL_KEYS = ("provider", "model")
+TARGET_KEYS = ("target", "provider", "model", "params")
+
+
+def group_columns(keys: Sequence[str]) -> list[ColumnElement]:
+    unknown = [k for k in keys if k not in GROUP_KEYS]
+    if unknown:
+        raise ValueError(f"cannot group calls by {unknown}; known: {', '.join(GROUP_KEYS)}")
+    return [GROUP_KEYS[k] for k in keys]
+
+
+def provider_totals_query(
+    where: CallFilter | None = None, keys: Sequence[str] = MODEL_KEYS
+) -> Select:
+    """Per group of `keys` (default provider and model), in one pass over the rows (each token
+    count is read from the JSON once): calls, calls per status, mean latency of successful
+    calls, token sums, mean total tokens, and `split` / `unsplit`: calls with a
+    prompt/completion token split (which can be priced) and calls that cannot be priced for
+    lack of one — successful calls without `prompt_tokens`, or calls reporting only a total
+    (migrated v1 rows). Failed calls without any token count are taken as unbilled."""
     inner = (
         (where or CallFilter())
         .apply(
             select(
-                RawCall.provider,
-                RawCall.model,
+                *[column.label(key) for key, column in zip(keys, group_columns(keys), strict=True)],
                 RawCall.status,
                 RawCall.latency_ms,
                 token_field("prompt_tokens").label("pt"),
@@ -234,9 +257,9 @@ def provider_totals_query(where: CallFilter | None = None) -> Select:
     c = inner.c
     ok = c.status == "success"
     unsplit = c.pt.is_(None) & (ok | c.tt.is_not(None))
+    group = [c[key] for key in keys]
     return select(
-        c.provider,
-        c.model,
+        *group,
         func.count().label("calls"),
         *[func.sum(case((c.status == s, 1), else_=0)).label(s) for s in CALL_STATUSES],
         func.avg(case((ok, c.latency_ms))).label("avg_ms"),
@@ -246,4 +269,4 @@ def provider_totals_query(where: CallFilter | None = None) -> Select:
         func.avg(c.tt).label("avg_tokens"),
         func.sum(case((c.pt.is_not(None), 1), else_=0)).label("split"),
         func.sum(case((unsplit, 1), else_=0)).label("unsplit"),
-    ).group_by(c.provider, c.model)
+    ).group_by(*group)

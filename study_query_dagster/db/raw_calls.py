@@ -7,7 +7,7 @@ so a bad row fails the whole call before anything reaches the database.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from itertools import groupby
 from typing import Any
@@ -187,7 +187,22 @@ class RawCallRepository(Repository):
         where the term is in the prompt, a message's content, an embedding input or the
         answer (not in a key, a role, a parameter or an id).
         """
-        if not term:
+        found: list[RawCall] = []
+        matches = self._search(term, where)
+        if limit <= 0:
+            return found
+        for call in matches:
+            found.append(call)
+            if len(found) >= limit:
+                break
+        return found
+
+    def count_search_matches(self, term: str, where: CallFilter | None = None) -> int:
+        """How many calls `search_raw_calls` finds without a limit."""
+        return sum(1 for _ in self._search(term, where))
+
+    def _search(self, term: str, where: CallFilter | None) -> Iterator[RawCall]:
+        if not term:  # checked now, not when the generator first runs
             raise ValueError("search term must not be empty")
         escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         pattern = f"%{escaped}%"
@@ -203,14 +218,14 @@ class RawCallRepository(Repository):
         if where is not None:
             stmt = where.apply(stmt)
         needle = term.casefold()
-        found: list[RawCall] = []
-        for call in self.session.scalars(stmt):
-            texts = _searchable_texts(call.request_json, call.response_json)
-            if any(needle in text.casefold() for text in texts):
-                found.append(call)
-                if len(found) >= limit:
-                    break
-        return found
+        return (
+            call
+            for call in self.session.scalars(stmt)
+            if any(
+                needle in text.casefold()
+                for text in _searchable_texts(call.request_json, call.response_json)
+            )
+        )
 
     def latest_success(self, request_hash: str) -> RawCall | None:
         """The newest successful call with this request hash (the response cache)."""

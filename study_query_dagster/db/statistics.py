@@ -4,7 +4,9 @@ database."""
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import case, func, select
@@ -12,7 +14,10 @@ from sqlalchemy import case, func, select
 from .dialect import Repository
 from .models_v2 import CALL_STATUSES, RawCall
 from .queries import (
+    MODEL_KEYS,
+    TARGET_KEYS,
     CallFilter,
+    group_columns,
     percentiles,
     percentiles_query,
     provider_totals_query,
@@ -33,22 +38,36 @@ class StatisticsRepository(Repository):
         successful calls), token sums, and how many calls carry a prompt/completion token
         split (`calls_with_token_split`) or lack one (`calls_without_token_split`, e.g.
         migrated v1 rows, which only know a total). Aggregated in SQL on both backends."""
+        return self.get_call_stats(where, MODEL_KEYS)
+
+    def get_target_stats(
+        self, where: CallFilter | None = None, *, per_prompt_set: bool = False
+    ) -> list[dict[str, Any]]:
+        """The same figures per target: the prompt set's target label with its provider, model
+        and sampling parameters (`params`, a dict), per prompt set too when asked. Calls made
+        outside a prompt set (ad-hoc, migrated) have target None and group by model."""
+        keys = (("prompt_set",) if per_prompt_set else ()) + TARGET_KEYS
+        rows = self.get_call_stats(where, keys)
+        for row in rows:
+            row["params"] = _json_object(row["params"])
+        return rows
+
+    def get_call_stats(
+        self, where: CallFilter | None = None, keys: Sequence[str] = MODEL_KEYS
+    ) -> list[dict[str, Any]]:
+        """The figures of `get_provider_stats` per group of `keys` (see `queries.GROUP_KEYS`),
+        ordered by those keys (missing values first, on both backends)."""
         where = where or CallFilter()
         pct = percentiles(
-            self.session,
-            RawCall.latency_ms,
-            [RawCall.provider, RawCall.model],
-            [0.5, 0.95],
-            _successes(where),
+            self.session, RawCall.latency_ms, group_columns(keys), [0.5, 0.95], _successes(where)
         )
-        totals = provider_totals_query(where).order_by("provider", "model")
         out = []
-        for r in self.session.execute(totals):
-            p50, p95 = pct.get((r.provider, r.model), (None, None))
+        for r in self.session.execute(provider_totals_query(where, keys)):
+            group = tuple(getattr(r, k) for k in keys)
+            p50, p95 = pct.get(group, (None, None))
             out.append(
                 {
-                    "provider": r.provider,
-                    "model": r.model,
+                    **dict(zip(keys, group, strict=True)),
                     "calls": r.calls,
                     **{s: int(getattr(r, s) or 0) for s in CALL_STATUSES},
                     "success_rate": (r.success or 0) / r.calls if r.calls else None,
@@ -63,6 +82,8 @@ class StatisticsRepository(Repository):
                     "calls_without_token_split": int(r.unsplit or 0),
                 }
             )
+        # NULLs sort first on SQLite and last on PostgreSQL: order here, the same on both.
+        out.sort(key=lambda row: [(row[k] is not None, row[k] or "") for k in keys])
         return out
 
     def latency_percentiles(
@@ -115,6 +136,14 @@ class StatisticsRepository(Repository):
             }
             for r in rows
         ]
+
+
+def _json_object(text: str | None) -> dict[str, Any] | None:
+    """A JSON object read back as text (key order as stored; dicts compare equal anyway)."""
+    if text is None:
+        return None
+    value = json.loads(text) if isinstance(text, str) else text
+    return value if isinstance(value, dict) else None
 
 
 def _num(value) -> float | None:

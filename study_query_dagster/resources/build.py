@@ -75,5 +75,7 @@ def build_resources(
                 **(embedding or {}),
             },
         ),
-        "exports": ExportsResource(directory=str(settings.exports_dir)),
+        "exports": ExportsResource(
+            directory=str(settings.exports_dir), reports_directory=str(settings.reports_dir)
+        ),
     }

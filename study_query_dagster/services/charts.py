@@ -1,16 +1,20 @@
 """Charts for analytics metadata: matplotlib (Agg, no display) -> PNG bytes -> markdown image.
 
-Dagster renders markdown metadata, and a PNG inlined as a `data:` URI needs no file server, so
-`markdown_image(provider_comparison_chart(df))` is all an asset attaches. Figures are built with
-the object API (`Figure` + `FigureCanvasAgg`), never pyplot, so no global state is shared
-between threads or runs.
+Dagster renders markdown metadata, and a PNG inlined as a `data:` URI needs no file server.
+Figures are built with the object API (`Figure` + `FigureCanvasAgg`), never pyplot, so no
+global state is shared between threads or runs.
+
+A chart is only drawn when it can show something: `Chart` carries either the PNG or the reason
+there is none (no priced call, a single time bucket...), and its markdown says that reason
+instead of showing an empty frame. Titles say what the axes really hold.
 """
 
 from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -31,6 +35,24 @@ def markdown_image(png: bytes, alt: str = "chart") -> str:
     return f"![{alt}]({png_data_uri(png)})"
 
 
+@dataclass(frozen=True)
+class Chart:
+    """A picture, or why there is none."""
+
+    title: str
+    png: bytes | None = None
+    reason: str | None = None
+
+    def markdown(self) -> str:
+        if self.png is not None:
+            return markdown_image(self.png, self.title)
+        return f"**{self.title}**: _{self.reason}_"
+
+
+def charts_markdown(charts: Iterable[Chart]) -> str:
+    return "\n\n".join(chart.markdown() for chart in charts)
+
+
 def _render(figure: Figure) -> bytes:
     FigureCanvasAgg(figure)
     buffer = io.BytesIO()
@@ -38,7 +60,7 @@ def _render(figure: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def _no_data(figure: Figure, ax, title: str) -> None:
+def _no_data(ax, title: str) -> None:
     ax.set_title(title)
     ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
     ax.set_xticks([])
@@ -58,7 +80,7 @@ def bar_chart(
     figure = Figure(figsize=size, layout="constrained")
     ax = figure.add_subplot()
     if not labels or not series:
-        _no_data(figure, ax, title)
+        _no_data(ax, title)
         return _render(figure)
     _draw_bars(ax, labels, series)
     ax.set_title(title)
@@ -88,30 +110,31 @@ def model_labels(frame: pd.DataFrame) -> list[str]:
     ]
 
 
-def provider_comparison_chart(comparison: pd.DataFrame) -> bytes:
-    """Two panels from `StudyService.get_provider_comparison()`: latency (avg and p95 of
-    successful calls) and estimated cost per provider/model; unknown costs read "n/a"."""
-    figure = Figure(figsize=(10, 4.5), layout="constrained")
-    latency_ax, cost_ax = figure.subplots(1, 2)
-    if comparison.empty:
-        _no_data(figure, latency_ax, "Latency per model")
-        _no_data(figure, cost_ax, "Estimated cost per model")
-        return _render(figure)
-    labels = model_labels(comparison)
-    _draw_bars(
-        latency_ax,
-        labels,
-        {
-            "avg": _values(comparison["avg_latency_ms"]),
-            "p95": _values(comparison["p95_latency_ms"]),
-        },
-    )
-    latency_ax.set_title("Latency per model (successful calls)")
-    latency_ax.set_ylabel("ms")
-    _draw_bars(cost_ax, labels, {"cost": _values(comparison["estimated_cost_usd"])})
-    cost_ax.set_title("Estimated cost per model")
-    cost_ax.set_ylabel("USD")
-    return _render(figure)
+def _values(column: Iterable) -> list[float | None]:
+    return [None if v is None or pd.isna(v) else float(v) for v in column]
+
+
+def latency_chart(
+    labels: Sequence[str], p50: Iterable, p95: Iterable, *, per: str = "target"
+) -> Chart:
+    """p50 and p95 latency of successful calls per label, or why not."""
+    title = f"Latency per {per} (successful calls)"
+    p50, p95 = _values(p50), _values(p95)
+    if not labels or all(v is None for v in p50 + p95):
+        return Chart(title, reason="no successful call with a latency yet")
+    return Chart(title, bar_chart(labels, {"p50": p50, "p95": p95}, title=title, ylabel="ms"))
+
+
+def cost_chart(labels: Sequence[str], costs: Iterable, *, per: str = "target") -> Chart:
+    """Estimated cost per label, or why not (nothing priced, or everything free)."""
+    title = f"Estimated cost per {per}"
+    costs = _values(costs)
+    known = [c for c in costs if c is not None]
+    if not known:
+        return Chart(title, reason="no call has a known price (see the price table)")
+    if not any(known):
+        return Chart(title, reason="every priced call was free (e.g. the offline provider)")
+    return Chart(title, bar_chart(labels, {"cost": costs}, title=title, ylabel="USD"))
 
 
 def time_series_chart(
@@ -122,7 +145,7 @@ def time_series_chart(
     ax = figure.add_subplot()
     title = title or f"{metric} over time"
     if series.empty:
-        _no_data(figure, ax, title)
+        _no_data(ax, title)
         return _render(figure)
     if metric not in series:
         raise ValueError(f"time series has no column {metric!r} (has {list(series.columns)})")
@@ -138,5 +161,52 @@ def time_series_chart(
     return _render(figure)
 
 
-def _values(column: pd.Series) -> list[float | None]:
-    return [None if pd.isna(v) else float(v) for v in column]
+def time_series_charts(
+    series: pd.DataFrame, metrics: Sequence[str], granularity: str
+) -> list[Chart]:
+    """A line chart per metric over time, once there are two time buckets to draw a line
+    between (one point on a time axis spans years of empty axis)."""
+    buckets = series["bucket"].nunique() if not series.empty else 0
+    charts = []
+    for metric in metrics:
+        title = f"{metric} per {granularity} and provider"
+        if buckets < 2:
+            reason = (
+                "no calls yet"
+                if buckets == 0
+                else f"all calls so far fall in one {granularity}; the line appears with the next"
+            )
+            charts.append(Chart(title, reason=reason))
+        elif series[metric].isna().all():
+            charts.append(Chart(title, reason=f"no {metric} recorded"))
+        else:
+            charts.append(Chart(title, time_series_chart(series, metric, title=title)))
+    return charts
+
+
+def recent_latency_chart(recent: pd.DataFrame) -> Chart:
+    """Latency of the newest calls in the order they were made (x: their call ids)."""
+    title = "Latency of the newest calls, oldest first (x: call id)"
+    ordered = recent.sort_values(["created_at", "id"])
+    values = _values(ordered["latency_ms"])
+    if all(v is None for v in values):
+        return Chart(title, reason="no recent call has a latency")
+    labels = [str(i) for i in ordered["id"]]
+    return Chart(title, bar_chart(labels, {"latency_ms": values}, title=title, ylabel="ms"))
+
+
+def outcomes_chart(per_model: pd.DataFrame) -> Chart:
+    """Calls per provider/model, succeeded and not (all prompt sets together)."""
+    title = "Calls per model, all prompt sets (succeeded / not)"
+    if per_model.empty:
+        return Chart(title, reason="no calls yet")
+    png = bar_chart(
+        model_labels(per_model),
+        {
+            "succeeded": list(per_model["success"]),
+            "failed, timed out or cancelled": list(per_model["calls"] - per_model["success"]),
+        },
+        title=title,
+        ylabel="calls",
+    )
+    return Chart(title, png)

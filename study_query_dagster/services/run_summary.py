@@ -1,5 +1,6 @@
 """What a run of a prompt set looks like: counts by status and failure type, latency
-percentiles, tokens, cost, per-target figures and a preview of the answers."""
+percentiles, tokens, cost, per-target figures (per target label, never merged by model) and a
+preview of the answers."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..db import CallFilter, DatabaseConnection, RawCallRepository, StatisticsRepository
+from .study import StudyService
 
 
 @dataclass
@@ -23,7 +25,7 @@ class RunSummary:
     total_tokens: int
     cost_usd: float | None  # None when any successful call has no known price
     unpriced_calls: int
-    per_target: list[dict[str, Any]]
+    per_target: list[dict[str, Any]]  # StudyService.get_target_comparison rows
     preview: list[dict[str, Any]]
 
     @property
@@ -37,7 +39,7 @@ def summarize_run(db: DatabaseConnection, run_group_id: int, preview_limit: int 
         calls = RawCallRepository(session).calls_in_group(run_group_id, modality="text")
         stats = StatisticsRepository(session)
         p50, p95 = stats.latency_percentiles(where)
-        per_target = stats.get_provider_stats(where)
+    per_target = StudyService(db).get_target_comparison(group_id=run_group_id)
     by_status = Counter(c.status for c in calls)
     failures = Counter(
         (c.error_json or {}).get("type") or c.status for c in calls if c.status != "success"
@@ -74,6 +76,6 @@ def summarize_run(db: DatabaseConnection, run_group_id: int, preview_limit: int 
         total_tokens=tokens["total_tokens"],
         cost_usd=None if unpriced else round(cost, 6),
         unpriced_calls=unpriced,
-        per_target=per_target,
+        per_target=per_target.to_dict("records"),
         preview=preview,
     )

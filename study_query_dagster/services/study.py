@@ -46,6 +46,14 @@ COMPARISON_COLUMNS = [
     "p50_latency_ms", "p95_latency_ms", "avg_tokens", "prompt_tokens", "completion_tokens",
     "total_tokens", "calls_without_token_split", "estimated_cost_usd", "cost_status",
 ]  # fmt: skip
+# Targets are the prompt set's labels (provider, model and parameters beside them): two
+# temperatures of one model are two rows here, one row in the per-model comparison.
+TARGET_COLUMNS = [
+    "target", "provider", "model", "params", "calls", *CALL_STATUSES, "success_rate",
+    "avg_latency_ms", "p50_latency_ms", "p95_latency_ms", "avg_tokens", "prompt_tokens",
+    "completion_tokens", "total_tokens", "calls_without_token_split", "estimated_cost_usd",
+    "cost_status",
+]  # fmt: skip
 TIME_SERIES_METRICS = (
     "calls", "successes", "failures", "success_rate", "total_tokens", "avg_latency_ms",
     "p95_latency_ms",
@@ -100,6 +108,21 @@ def error_text(error_json: Mapping[str, Any] | None) -> str | None:
         return None
     message = error_json.get("message") or error_json.get("error_type")
     return str(message) if message is not None else None
+
+
+def params_text(params: Mapping[str, Any] | None) -> str:
+    """Sampling parameters for a table cell: `temperature=0, max_tokens=32` (sorted by name)."""
+    if not params:
+        return ""
+    return ", ".join(f"{k}={_param_value(v)}" for k, v in sorted(params.items()))
+
+
+def _param_value(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, list):
+        return "[" + ", ".join(map(repr, value)) + "]"
+    return str(value)
 
 
 def snippet(text: str, term: str, width: int = 60) -> str:
@@ -174,6 +197,36 @@ class StudyService:
             len(frame),
             (time.perf_counter() - started) * 1000,
         )
+        return frame
+
+    def get_target_comparison(
+        self, *, per_prompt_set: bool = False, **filters: Any
+    ) -> pd.DataFrame:
+        """One row per target — the prompt set's target label, with its provider, model and
+        `params` (as text, e.g. `max_tokens=32, temperature=0`) — with the figures of
+        `get_provider_comparison`. Filter by a prompt set's group to compare its targets;
+        `per_prompt_set=True` adds a `prompt_set` column and keeps equal labels of different
+        sets apart. Calls made outside a prompt set (ad-hoc, migrated) have no target and
+        are grouped by provider and model."""
+        where = self.call_filter(**filters)
+        with self.db.session_scope() as session:
+            stats = StatisticsRepository(session).get_target_stats(
+                where, per_prompt_set=per_prompt_set
+            )
+        rows = []
+        for row in stats:
+            cost, status = self._cost(row)
+            rows.append(
+                {
+                    **row,
+                    "params": params_text(row["params"]),
+                    "estimated_cost_usd": cost,
+                    "cost_status": status,
+                }
+            )
+        columns = (["prompt_set"] if per_prompt_set else []) + TARGET_COLUMNS
+        frame = pd.DataFrame(rows, columns=columns)
+        frame["estimated_cost_usd"] = frame["estimated_cost_usd"].astype("float64")
         return frame
 
     def _cost(self, row: Mapping[str, Any]) -> tuple[float | None, str]:
@@ -259,6 +312,14 @@ class StudyService:
                 )
         logger.info("search %r: %d calls", term, len(rows))
         return _frame(rows, SEARCH_COLUMNS)
+
+    def count_prompt_matches(self, term: str, **filters: Any) -> int:
+        """How many calls `search_prompts` would find without a limit."""
+        if not isinstance(term, str) or not term.strip():
+            raise ValueError(f"search term must be a non-empty string (got {term!r})")
+        where = self.call_filter(**filters)
+        with self.db.session_scope() as session:
+            return RawCallRepository(session).count_search_matches(term, where=where)
 
     # --- time series ----------------------------------------------------------------------
 

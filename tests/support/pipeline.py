@@ -36,6 +36,7 @@ def make_resources(
     *,
     legacy_url: str | None = None,
     exports_dir: Path | None = None,
+    reports_dir: Path | None = None,
     **llm_options,
 ):
     """The code location's resources (`build_resources`), from test settings: `llm_url` is the
@@ -46,6 +47,7 @@ def make_resources(
         "LEGACY_DATABASE_URL": legacy_url,
         "PROMPT_SETS_DIR": prompt_dir,
         "EXPORTS_DIR": exports_dir or prompt_dir.parent / "exports",
+        "REPORTS_DIR": reports_dir or prompt_dir.parent / "reports",
     }
     if llm_url:
         values.update(
