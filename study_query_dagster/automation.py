@@ -248,7 +248,7 @@ def record_failed_runs(context: dg.RunFailureSensorContext, database: DatabaseRe
     description="Refreshes the analytics after each migration of legacy v1 rows.",
 )
 def analytics_after_migration(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry):
-    return dg.RunRequest(run_key=f"after-migration:{asset_event.storage_id}")
+    return dg.RunRequest(run_key=f"after-migration:{asset_event.run_id}:{asset_event.timestamp}")
 
 
 # Declarative automation (the analytics assets' REFRESH conditions) is evaluated by this sensor.

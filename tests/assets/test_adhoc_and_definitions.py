@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from study_query_dagster.db import DatabaseConnection, GroupRepository, RawCallRepository
 from study_query_dagster.definitions import defs
@@ -29,16 +30,14 @@ def test_adhoc_prompt_is_captured_grouped_and_shown(db_url, tmp_path, llm_server
         "model": "gpt-4o-mini",
         "prompt": "Is water wet?",
         "temperature": 0.0,
-        "group_type": "experiment",
-        "group_name": "wetness",
-        "role": "probe",
-        "position": 7,
+        "group": {"type": "experiment", "name": "wetness", "role": "probe", "position": 7},
     }
     result = run_adhoc(resources, config)
     assert result.success
     [output] = [e for e in result.all_events if e.event_type_value == "STEP_OUTPUT"]
     meta = output.event_specific_data.metadata
     assert meta["answer"].value == "echo: Is water wet?"
+    call_id = int(meta["raw_call_id"].value)  # an id: text, not offered as a plot
     assert llm_server.requests[-1].body["temperature"] == 0.0
 
     db = DatabaseConnection(db_url)
@@ -46,11 +45,7 @@ def test_adhoc_prompt_is_captured_grouped_and_shown(db_url, tmp_path, llm_server
         repo = GroupRepository(session)
         group = repo.find_group("experiment", "wetness")
         [member] = repo.get_group_members(group.id)
-        assert (member.call_id, member.position, member.role) == (
-            meta["raw_call_id"].value,
-            7,
-            "probe",
-        )
+        assert (member.call_id, member.position, member.role) == (call_id, 7, "probe")
         assert member.call.response_json["text"] == "echo: Is water wet?"
     db.dispose()
 
@@ -60,13 +55,20 @@ def test_adhoc_messages_and_failures(db_url, tmp_path, llm_server):
     chat = {
         "provider": "openai",
         "model": "gpt-4o-mini",
-        "messages": [
-            {"role": "system", "content": "Be brief."},
-            {"role": "user", "content": "Hi"},
+        "system": "Be brief.",
+        "history": [
+            {"role": "user", "content": "My name is Ada."},
+            {"role": "assistant", "content": "Hello Ada."},
         ],
+        "prompt": "What is my name?",
     }
     assert run_adhoc(resources, chat).success
-    assert llm_server.requests[-1].body["messages"][0]["content"] == "Be brief."
+    assert [(m["role"], m["content"]) for m in llm_server.requests[-1].body["messages"]] == [
+        ("system", "Be brief."),
+        ("user", "My name is Ada."),
+        ("assistant", "Hello Ada."),
+        ("user", "What is my name?"),
+    ]
 
     llm_server.unknown_models = {"ghost"}
     failed = run_adhoc(resources, {"provider": "openai", "model": "ghost", "prompt": "x"})
@@ -82,6 +84,28 @@ def test_adhoc_messages_and_failures(db_url, tmp_path, llm_server):
     )
     error = next(e for e in unconfigured.all_events if e.event_type_value == "STEP_FAILURE")
     assert "set OPENAI_API_KEY" in str(error.event_specific_data.error)
+
+
+def test_adhoc_launchpad_default_works_and_the_schema_flags_a_missing_prompt(db_url, tmp_path):
+    resources = make_resources(db_url, tmp_path)
+    job = dg.Definitions(jobs=[adhoc_prompt_job], resources=resources).resolve_job_def(
+        "adhoc_prompt_job"
+    )
+    # the launchpad opens with the job's default config: a call that works offline as it is
+    result = job.execute_in_process()
+    assert result.success
+    [output] = [e for e in result.all_events if e.event_type_value == "STEP_OUTPUT"]
+    assert "What is the capital of Peru?" in output.event_specific_data.metadata["answer"].value
+
+    # without a prompt (or with an unknown provider) the config itself is invalid: the
+    # launchpad says so before launch, and nothing runs
+    for config, wanted in (
+        ({"provider": "offline"}, 'Missing required config entry "prompt"'),
+        ({"provider": "anthropic", "prompt": "x"}, "provider not in enum"),
+        ({"prompt": "x", "group": {"type": "experiment"}}, 'Missing required config entry "name"'),
+    ):
+        with pytest.raises(dg.DagsterInvalidConfigError, match=wanted):
+            dg.validate_run_config(adhoc_prompt_job, {"ops": {"adhoc_prompt": {"config": config}}})
 
 
 def test_definitions_validate_with_the_cli():

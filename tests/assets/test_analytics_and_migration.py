@@ -4,13 +4,18 @@ legacy database sensor and the run-failure sensor, on real databases."""
 import base64
 import re
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 from sqlalchemy import delete, select
 
 from study_query_dagster.assets.analytics import prompt_search_job
-from study_query_dagster.automation import legacy_database_sensor, record_failed_runs
+from study_query_dagster.automation import (
+    analytics_after_migration,
+    legacy_database_sensor,
+    record_failed_runs,
+)
 from study_query_dagster.db import (
     DatabaseConnection,
     Group,
@@ -19,7 +24,9 @@ from study_query_dagster.db import (
     RunFailureRepository,
 )
 from study_query_dagster.definitions import defs
+from study_query_dagster.jobs import results_job
 from study_query_dagster.resources.database import DatabaseResource, LegacyDatabaseResource
+from tests.support.fake_llm_server import Fault
 from tests.support.legacy import add_v1_sqlite_rows, create_v1_sqlite
 from tests.support.pipeline import STUDY_ASSETS, make_resources, write_prompt_set
 
@@ -32,7 +39,8 @@ SET = """
       - {id: two, text: "second question here"}
     targets:
       - {provider: openai, model: gpt-4o-mini, params: {max_tokens: 20}}
-      - {provider: offline, model: offline-echo}
+      - {provider: offline, model: offline-echo, label: echo-cold, params: {temperature: 0}}
+      - {provider: offline, model: offline-echo, label: echo-warm, params: {temperature: 1}}
     samples: 3
 """
 T0 = datetime(2024, 3, 1, 9, 0, tzinfo=timezone.utc)
@@ -56,6 +64,11 @@ def png_from_markdown(markdown: str) -> bytes:
     return base64.b64decode(match.group(1))
 
 
+def rows(table_value) -> list[dict]:
+    """The records of a `MetadataValue.table`."""
+    return [record.data for record in table_value.records]
+
+
 def test_analytics_report_what_was_captured(db_url, tmp_path, llm_server):
     prompt_dir = tmp_path / "sets"
     write_prompt_set(prompt_dir, "duo", SET)
@@ -67,25 +80,46 @@ def test_analytics_report_what_was_captured(db_url, tmp_path, llm_server):
     assert result.success
 
     comparison = metadata(result, "provider_comparison")
-    assert (comparison["models"], comparison["calls"], comparison["success_rate"]) == (2, 12, 1.0)
-    assert "| openai | gpt-4o-mini | 6 |" in comparison["table"]
-    assert png_from_markdown(comparison["chart"])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (comparison["models"], comparison["targets"]) == (2, 3)
+    assert (comparison["calls"], comparison["success_rate"]) == (18, 1.0)
+    # targets are the set's labels, never merged by model: two temperatures, two rows
+    targets = {r["target"]: r for r in rows(comparison["per_target"])}
+    assert set(targets) == {"openai-gpt-4o-mini", "echo-cold", "echo-warm"}
+    assert (targets["echo-cold"]["params"], targets["echo-warm"]["params"]) == (
+        "temperature=0",
+        "temperature=1",
+    )
+    assert {r["prompt_set"] for r in targets.values()} == {"duo"}
+    assert all(r["calls"] == 6 and r["model"] for r in targets.values())
+    models = {(r["provider"], r["model"]): r for r in rows(comparison["per_model"])}
+    assert models["offline", "offline-echo"]["calls"] == 12  # the cross-set view: per model
+    schema = {c.name: c.type for c in comparison["per_target"].schema.columns}
+    assert (schema["calls"], schema["success_rate"], schema["target"]) == ("int", "float", "string")
+    # offline is free and the fake openai model is priced: a latency and a cost chart
+    assert len(re.findall(r"data:image/png", comparison["charts"])) == 2
     exported = pd.read_csv(comparison["csv"])
     assert sorted(exported["provider"]) == ["offline", "openai"]
-    assert exported["calls"].sum() == 12
+    assert exported["calls"].sum() == 18
+    assert sorted(pd.read_csv(comparison["targets_csv"])["target"]) == sorted(targets)
 
     summary = metadata(result, "study_summary")
-    assert (summary["total_calls"], summary["failures"]) == (12, 0)
+    assert (summary["total_calls"], summary["failures"]) == (18, 0)
+    assert isinstance(summary["total_calls"], int)  # a count stays an integer
+    assert summary["failed_runs"] == "_no failed runs recorded_"  # calls, but no failed run
     assert png_from_markdown(summary["chart"])[:8] == b"\x89PNG\r\n\x1a\n"
     series = metadata(result, "usage_time_series")
-    assert series["latest_bucket_calls"] == 12 and series["buckets"] == 1
-    assert len(re.findall(r"data:image/png", series["charts"])) == 3
+    assert series["latest_bucket_calls"] == 18 and series["buckets"] == 1
+    # one day of calls: no line on an axis of empty years, but the reason
+    assert "data:image/png" not in series["charts"]
+    assert series["charts"].count("all calls so far fall in one day") == 3
     recent = metadata(result, "recent_calls")
-    assert recent["dagster/row_count"] == 12 and "first question here" in recent["table"]
+    assert recent["dagster/row_count"] == 18
+    assert "first question here" in {r["prompt"] for r in rows(recent["table"])}
+    assert recent["newest_call_id"] == str(max(r["id"] for r in rows(recent["table"])))
     assert png_from_markdown(recent["chart"])[:8] == b"\x89PNG\r\n\x1a\n"
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.is_file()) == [
         "provider_comparison.csv", "recent_calls.csv", "study_summary.csv",
-        "usage_time_series_day.csv",
+        "target_comparison.csv", "usage_time_series_day.csv",
     ]  # fmt: skip
 
 
@@ -99,13 +133,16 @@ def test_prompt_search_job_shows_matches(db_url, tmp_path, llm_server):
     job = dg.Definitions(jobs=[prompt_search_job], resources=resources).resolve_job_def(
         "prompt_search_job"
     )
-    result = job.execute_in_process(
-        run_config={"ops": {"search_prompts": {"config": {"term": "SECOND", "limit": 10}}}}
-    )
-    [output] = [e for e in result.all_events if e.event_type_value == "STEP_OUTPUT"]
-    meta = output.event_specific_data.metadata
-    assert meta["matches"].value == 6  # 2 targets x 3 samples of prompt "two"
-    assert "second question here" in meta["results"].value
+    for limit, shown in ((50, 9), (4, 4)):
+        result = job.execute_in_process(
+            run_config={"ops": {"search_prompts": {"config": {"term": "SECOND", "limit": limit}}}}
+        )
+        [output] = [e for e in result.all_events if e.event_type_value == "STEP_OUTPUT"]
+        meta = output.event_specific_data.metadata
+        # 3 targets x 3 samples of prompt "two" match, whatever the limit shows
+        assert (meta["matches"].value, meta["shown"].value) == (9, shown)
+        found = rows(meta["results"])
+        assert len(found) == shown and {r["prompt"] for r in found} == {"second question here"}
 
 
 def legacy_rows(n, start=0, batch="batch-a"):
@@ -217,8 +254,13 @@ def test_failed_runs_are_recorded_for_the_analytics(db_url, tmp_path, llm_server
             dagster_run=alone.dagster_run, dagster_event=failure_event,
             resources={"database": DatabaseResource(url=db_url)},
         ).for_run_failure()  # fmt: skip
-        record_failed_runs(context)
+        requests = record_failed_runs(context)
         record_failed_runs(context)  # seen twice, recorded once
+        # the analytics refresh (study_summary lists the failure); no run group was started
+        # (missing key), so there is no report to write
+        assert [(r.job_name, r.run_key) for r in requests] == [
+            ("analytics_job", f"after-failed:{alone.run_id}")
+        ]
 
     db = DatabaseConnection(db_url)
     with db.session_scope() as session:
@@ -228,6 +270,60 @@ def test_failed_runs_are_recorded_for_the_analytics(db_url, tmp_path, llm_server
         assert "set OPENAI_API_KEY" in recorded.error
         assert session.scalars(select(Group)).all()  # the prompt_set group; no run group
     db.dispose()
+
+
+def test_a_failed_inference_run_gets_its_report_and_refreshes(db_url, tmp_path, llm_server):
+    prompt_dir = tmp_path / "sets"
+    write_prompt_set(prompt_dir, "duo", SET)
+    resources = make_resources(db_url, prompt_dir, llm_server.url)
+    # the openai target keeps failing with a server error: the run fails, its calls are kept
+    llm_server.fault_fn = lambda request: Fault(status=503) if "chat" in request.path else None
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("prompt_sets", ["duo"])
+        failed = run(resources, STUDY_ASSETS, instance, "duo")
+        assert not failed.success
+        [record] = instance.all_logs(failed.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+        context = dg.build_run_status_sensor_context(
+            sensor_name="record_failed_runs", dagster_instance=instance,
+            dagster_run=failed.dagster_run, dagster_event=record.dagster_event,
+            resources={"database": DatabaseResource(url=db_url)},
+        ).for_run_failure()  # fmt: skip
+        analytics, results = record_failed_runs(context)
+        assert analytics.job_name == "analytics_job"
+        assert (results.job_name, results.partition_key) == ("results_job", "duo")
+        # the requested run writes the failed run's results (a later run would not change them)
+        job = dg.Definitions(
+            assets=defs.assets, asset_checks=defs.asset_checks, jobs=[results_job],
+            resources=resources,
+        ).resolve_job_def("results_job")  # fmt: skip
+        written = job.execute_in_process(
+            instance=instance, partition_key="duo", tags=results.tags, raise_on_error=False
+        )
+    assert written.success
+    meta = metadata(written, "study_results")
+    assert meta["run"] == failed.run_id
+    assert (meta["items"], meta["items_answered"]) == (18, 12)
+    html = Path(meta["report"]).read_text()
+    assert html.count('data-kind="failure"') == 2  # one group per failed cell: one/two x openai
+    assert "server_error" in html
+
+
+def test_migrations_refresh_the_analytics_without_being_their_upstream():
+    graph = defs.resolve_asset_graph()
+    for name in ("provider_comparison", "usage_time_series", "study_summary", "recent_calls"):
+        # an upstream that was never materialized makes the UI ask "Are you sure?"
+        assert graph.get(dg.AssetKey(name)).parent_keys == {dg.AssetKey("inference_run")}
+    with dg.instance_for_test() as instance:
+        instance.report_runless_asset_event(dg.AssetMaterialization("migrated_raw_calls"))
+        first = analytics_after_migration.evaluate_tick(
+            dg.build_sensor_context(instance=instance, definitions=defs)
+        )
+        [request] = first.run_requests
+        assert request.run_key.startswith("after-migration:")
+        again = analytics_after_migration.evaluate_tick(
+            dg.build_sensor_context(instance=instance, definitions=defs, cursor=first.cursor)
+        )
+        assert not again.run_requests  # one refresh per migration
 
 
 def test_analytics_refresh_after_new_inference_runs(db_url, tmp_path, llm_server):

@@ -22,12 +22,26 @@ SET = """
 """
 
 
+def summary_rows(stdout: str) -> dict[str, list[str]]:
+    """The summary table `make materialize` ends with: {set: [status, calls, failures, ...]}."""
+    lines = stdout.split("set ")[-1].splitlines()
+    assert lines[0].split() == ["status", "calls", "failures", "checks"], stdout
+    rows = {}
+    for line in lines[2:]:
+        if not line.strip():
+            break
+        name, *cells = line.split(None, 4)
+        rows[name] = cells
+    return rows
+
+
 def test_materialize_reads_dotenv_and_the_environment_wins(tmp_path):
     write_prompt_set(tmp_path / "sets", "tiny", SET)
     (tmp_path / ".env").write_text(
         "DATABASE_URL=sqlite:///from-dotenv.db\n"
         "PROMPT_SETS_DIR=sets\n"
         "EXPORTS_DIR=exports-from-dotenv\n"
+        "REPORTS_DIR=reports-from-dotenv\n"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "PROMPT_SETS_DIR")}
     env.update(DAGSTER_HOME=str(tmp_path / "home"), EXPORTS_DIR="exports-from-env")
@@ -36,7 +50,8 @@ def test_materialize_reads_dotenv_and_the_environment_wins(tmp_path):
         cwd=tmp_path, env=env, capture_output=True, text=True,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "OK tiny" in done.stdout and "OK analytics" in done.stdout
+    table = summary_rows(done.stdout)
+    assert table["tiny"][:3] == ["OK", "4", "0"] and table["(analytics)"] == ["OK"]
 
     db = DatabaseConnection(f"sqlite:///{tmp_path / 'from-dotenv.db'}")
     with db.session_scope() as session:
@@ -45,3 +60,9 @@ def test_materialize_reads_dotenv_and_the_environment_wins(tmp_path):
     assert not (tmp_path / "data").exists()  # the default database was not used
     assert list(Path(tmp_path, "exports-from-env").glob("*.csv"))
     assert not (tmp_path / "exports-from-dotenv").exists()
+    # the run's study report and its exports per set and run
+    [report] = Path(tmp_path, "reports-from-dotenv", "tiny").glob("*.html")
+    assert report.stem in done.stdout
+    assert sorted(p.name for p in Path(tmp_path, "exports-from-env", "tiny", report.stem).iterdir()) == [
+        "answers.csv", "calls.csv", "targets.csv",
+    ]  # fmt: skip

@@ -306,3 +306,87 @@ def test_text_helpers():
     assert prompt_text({"messages": []}) is None and prompt_text(None) is None
     assert truncate("abcdef", 4) == "abc…" and truncate("abc", 4) == "abc"
     assert snippet("x" * 100 + "needle" + "y" * 100, "NEEDLE", width=3) == "…xxxneedleyyy…"
+
+
+def target_call(target, prompt_set, params, status, latency, tok=None, provider="offline",
+                model="offline-echo"):  # fmt: skip
+    row = call(provider, model, status, T0, latency, tok,
+               metadata_json={"prompt_set": prompt_set, "target": target})  # fmt: skip
+    row["request_json"] = {"messages": [{"role": "user", "content": "q"}], "params": params}
+    return row
+
+
+TARGET_FIXTURE = [
+    # set "caps": one model at two temperatures is two targets, plus a priced target
+    target_call("echo-cold", "caps", {"temperature": 0}, "success", 10.0, tokens(10, 5)),
+    target_call("echo-cold", "caps", {"temperature": 0}, "success", 30.0, tokens(10, 7)),
+    target_call("echo-warm", "caps", {"temperature": 1}, "success", 20.0, tokens(10, 9)),
+    target_call("echo-warm", "caps", {"temperature": 1}, "failed", 5.0),
+    target_call(
+        "mini",
+        "caps",
+        {"max_tokens": 20, "temperature": 0.5},
+        "success",
+        100.0,
+        tokens(1000, 500),
+        provider="openai",
+        model="gpt-4o-mini",
+    ),  # fmt: skip
+    # another set using the label echo-cold with other settings
+    target_call("echo-cold", "other", {"temperature": 0.5}, "success", 50.0, tokens(1, 1)),
+    # an ad-hoc call: no set, no target
+    call("offline", "offline-echo", "success", T0, 70.0, tokens(2, 2)),
+]
+
+
+def test_target_comparison_keeps_targets_of_one_model_apart(db: DatabaseConnection):
+    with db.session_scope() as session:
+        repo, groups = RawCallRepository(session), GroupRepository(session)
+        ids = repo.insert_raw_calls(TARGET_FIXTURE)
+        caps = groups.create_group("prompt_set", "caps")
+        groups.add_group_members(caps, ids[:5])
+    study = StudyService(db, PriceTable.load())
+
+    frame = study.get_target_comparison(group_id=caps)
+    assert list(frame["target"]) == ["echo-cold", "echo-warm", "mini"]
+    rows = {r.target: r for r in frame.itertuples()}
+    cold, warm, mini = rows["echo-cold"], rows["echo-warm"], rows["mini"]
+    assert (cold.provider, cold.model, cold.params) == ("offline", "offline-echo", "temperature=0")
+    assert warm.params == "temperature=1"
+    assert mini.params == "max_tokens=20, temperature=0.5"
+    assert (cold.calls, cold.success, cold.success_rate) == (2, 2, 1.0)
+    assert cold.p50_latency_ms == pytest.approx(20.0)  # of 10 and 30
+    assert cold.p95_latency_ms == pytest.approx(10 + 0.95 * 20)
+    assert (warm.calls, warm.failed, warm.success_rate) == (2, 1, 0.5)
+    assert warm.p50_latency_ms == pytest.approx(20.0)  # the failure's latency is left out
+    assert (cold.total_tokens, warm.total_tokens) == (32, 19)
+    assert mini.estimated_cost_usd == pytest.approx((1000 * 0.15 + 500 * 0.60) / 1e6)
+    assert mini.cost_status == "complete"
+
+    # across sets: equal labels of different sets stay apart; calls outside a set have none
+    everything = study.get_target_comparison(per_prompt_set=True)
+    keys = [
+        tuple(None if pd.isna(v) else v for v in (r.prompt_set, r.target, r.params))
+        for r in everything.itertuples()
+    ]
+    assert keys == [
+        (None, None, "temperature=0"),
+        ("caps", "echo-cold", "temperature=0"),
+        ("caps", "echo-warm", "temperature=1"),
+        ("caps", "mini", "max_tokens=20, temperature=0.5"),
+        ("other", "echo-cold", "temperature=0.5"),
+    ]
+    adhoc = everything.iloc[0]
+    assert (adhoc["provider"], adhoc["model"], adhoc["calls"]) == ("offline", "offline-echo", 1)
+    # the per-model view merges what the target view keeps apart
+    per_model = by_model(study.get_provider_comparison())
+    assert per_model["offline", "offline-echo"].calls == 6
+
+
+def test_count_prompt_matches_is_the_total_beyond_the_limit(study):
+    assert study.count_prompt_matches("a") > len(study.search_prompts("a", limit=2)) == 2
+    assert study.count_prompt_matches("capital") == len(study.search_prompts("capital")) == 1
+    assert study.count_prompt_matches("capital", group_id=study.run) == 1
+    assert study.count_prompt_matches("no such words anywhere") == 0
+    with pytest.raises(ValueError, match="search term must be a non-empty string"):
+        study.count_prompt_matches(" ")

@@ -26,11 +26,11 @@ def csv_text(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
     return buffer.getvalue()
 
 
-def _same(folder: Path, files: Mapping[str, str]) -> bool:
+def _same(folder: Path, files: Mapping[str, bytes]) -> bool:
     present = sorted(p.name for p in folder.iterdir() if p.is_file())
     if present != sorted(files):
         return False
-    return all((folder / name).read_text(encoding="utf-8") == text for name, text in files.items())
+    return all((folder / name).read_bytes() == data for name, data in files.items())
 
 
 def write_run_exports(
@@ -42,7 +42,10 @@ def write_run_exports(
     for part in (prompt_set, run_id):
         if not _SAFE.match(part):
             raise ValueError(f"not usable as a folder name: {part!r}")
-    files = {f"{name}.csv": csv_text(rows, columns) for name, (rows, columns) in tables.items()}
+    files = {
+        f"{name}.csv": csv_text(rows, columns).encode("utf-8")
+        for name, (rows, columns) in tables.items()
+    }
     parent = base / prompt_set
     parent.mkdir(parents=True, exist_ok=True)
     version = 1
@@ -54,8 +57,8 @@ def write_run_exports(
             version += 1
             continue
         staging = Path(tempfile.mkdtemp(dir=parent, prefix=f".{run_id}.", suffix=".tmp"))
-        for name, text in files.items():
-            (staging / name).write_text(text, encoding="utf-8")
+        for name, data in files.items():
+            (staging / name).write_bytes(data)
         try:
             os.rename(staging, folder)  # fails if another writer made the folder meanwhile
         except OSError:

@@ -30,7 +30,17 @@ _env = Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
-_env.filters["num"] = lambda v, digits=3: "" if v is None else f"{round_sig(v, digits):,}"
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    """3 significant digits, no trailing ".0" (110.0 -> 110, 0.004893 -> 0.00489)."""
+    if value is None:
+        return ""
+    number = round_sig(value, digits)
+    return f"{int(number):,}" if float(number).is_integer() else f"{number:,}"
+
+
+_env.filters["num"] = _num
 _env.filters["pct"] = lambda v: "" if v is None else f"{100 * v:.1f}%"
 _env.filters["usd"] = lambda v: "unknown" if v is None else f"${v:,.6f}".rstrip("0").rstrip(".")
 
@@ -71,16 +81,15 @@ def matrix(run: RunData) -> list[dict[str, Any]]:
     rows = []
     for prompt in run.prompts:
         cells = [answer_groups(run.cell(prompt.id, t.label)) for t in run.targets]
-        # colours by how often an answer occurs in the whole row, so the row's majority answer
-        # has the same colour in every target that gave it
+        # An answer given more than once in the row gets a colour, the same in every target
+        # that gave it (the most frequent first); an answer given once stays plain.
         frequency: Counter[str] = Counter()
         for groups in cells:
             for g in groups:
                 if g["kind"] == "answer":
                     frequency[g["text"]] += g["count"]
-        colour = {
-            text: f"a{i % PALETTE_SIZE}" for i, (text, _) in enumerate(frequency.most_common())
-        }
+        repeated = [text for text, n in frequency.most_common() if n > 1]
+        colour = {text: f"a{i % PALETTE_SIZE}" for i, text in enumerate(repeated)}
         for groups in cells:
             for g in groups:
                 g["css"] = colour.get(g["text"], "") if g["kind"] == "answer" else g["kind"]
