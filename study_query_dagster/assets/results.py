@@ -7,7 +7,7 @@ import dagster as dg
 
 from ..resources.database import DatabaseResource
 from ..resources.exports import ExportsResource
-from ..services.charts import charts_markdown, cost_chart, latency_chart
+from ..services.charts import Chart, charts_markdown, cost_chart, latency_chart
 from ..services.reports import publish_run_results
 from ..services.reports.tables import ANSWER_TABLE, TARGET_TABLE
 from .inference import inference_run
@@ -24,6 +24,20 @@ DESCRIPTIONS = {
     "distinct_answers": "answers that differ in text (whitespace at the ends aside)",
     "top_answer_share": "share of the answered samples that gave the most frequent answer",
 }
+
+
+def target_charts(targets: list[dict]) -> list[Chart]:
+    """Latency and cost per target, when there are targets to compare."""
+    if len(targets) < 2:
+        return [
+            Chart("Latency and cost per target", reason="one target: its figures are in per_target")
+        ]
+    labels = [t["target"] for t in targets]
+    return [
+        latency_chart(labels, [t["p50_latency_ms"] for t in targets],
+                      [t["p95_latency_ms"] for t in targets]),
+        cost_chart(labels, [t["estimated_cost_usd"] for t in targets]),
+    ]  # fmt: skip
 
 
 @dg.asset(
@@ -50,14 +64,8 @@ def study_results(
     except LookupError as exc:
         raise dg.Failure(str(exc)) from None
     s, targets = results.summary, results.targets
-    labels = [t["target"] for t in targets]
-    charts = [
-        latency_chart(labels, [t["p50_latency_ms"] for t in targets],
-                      [t["p95_latency_ms"] for t in targets]),
-        cost_chart(labels, [t["estimated_cost_usd"] for t in targets]),
-    ]  # fmt: skip
+    charts = target_charts(targets)
     report = results.report_path
-    context.log.info(f"study report of run {results.run.root_run_id}: {report}")
     return dg.MaterializeResult(
         metadata={
             "report": dg.MetadataValue.path(str(report)),

@@ -19,12 +19,14 @@ from .models_v2 import (
 from .queries import CallFilter
 from .raw_calls import RawCallRepository, probe_append_only, validate_raw_call
 from .run_failures import RunFailureRepository
+from .run_results import CallRow, RunResultsRepository
 from .statistics import StatisticsRepository
 from .vector_store import StoredEmbedding, VectorStore, validate_embedding
 
 __all__ = [
     "CALL_STATUSES",
     "CallArtifact",
+    "CallRow",
     "CallFilter",
     "DatabaseConnection",
     "EmbeddingVector",
@@ -39,6 +41,7 @@ __all__ = [
     "RawCallRepository",
     "RunFailure",
     "RunFailureRepository",
+    "RunResultsRepository",
     "StatisticsRepository",
     "StoredEmbedding",
     "VectorStore",

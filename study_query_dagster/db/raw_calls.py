@@ -130,7 +130,9 @@ class RawCallRepository(Repository):
             # others add, so rows are sent in consecutive runs that share the same keys.
             for _, run in groupby(validated[start : start + chunk_size], key=frozenset):
                 ids.extend(self._insert_chunk(list(run)))
-        logger.info(
+        # DEBUG: the capture writer commits many small batches per run, and every INFO record
+        # becomes an event in the Dagster run (the instance manages our loggers).
+        logger.debug(
             "captured %d raw_calls in %.1f ms", len(ids), (time.perf_counter() - started) * 1000
         )
         return ids

@@ -1,14 +1,14 @@
 """What a run of a prompt set looks like: counts by status and failure type, latency
 percentiles, tokens, cost, per-target figures (per target label, never merged by model) and a
-preview of the answers."""
+preview of the answers. Aggregated in SQL: a run of thousands of calls is summarised without
+loading them."""
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from ..db import CallFilter, DatabaseConnection, RawCallRepository, StatisticsRepository
+from ..db import CallFilter, DatabaseConnection, RunResultsRepository, StatisticsRepository
 from .study import StudyService
 
 
@@ -20,7 +20,7 @@ class RunSummary:
     failures_by_type: dict[str, int]
     latency_p50_ms: float | None
     latency_p95_ms: float | None
-    prompt_tokens: int
+    prompt_tokens: int  # of successful calls, like the cost
     completion_tokens: int
     total_tokens: int
     cost_usd: float | None  # None when any successful call has no known price
@@ -36,45 +36,23 @@ class RunSummary:
 def summarize_run(db: DatabaseConnection, run_group_id: int, preview_limit: int = 10) -> RunSummary:
     where = CallFilter(group_id=run_group_id, modality="text")
     with db.session_scope() as session:
-        calls = RawCallRepository(session).calls_in_group(run_group_id, modality="text")
-        stats = StatisticsRepository(session)
-        p50, p95 = stats.latency_percentiles(where)
+        results = RunResultsRepository(session)
+        totals = results.run_totals(run_group_id)
+        preview = results.answer_preview(run_group_id, preview_limit)
+        p50, p95 = StatisticsRepository(session).latency_percentiles(where)
     per_target = StudyService(db).get_target_comparison(group_id=run_group_id)
-    by_status = Counter(c.status for c in calls)
-    failures = Counter(
-        (c.error_json or {}).get("type") or c.status for c in calls if c.status != "success"
-    )
-    successes = [c for c in calls if c.status == "success"]
-    tokens: Counter = Counter()
-    cost, unpriced = 0.0, 0
-    for call in successes:
-        for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
-            tokens[key] += int((call.tokens_json or {}).get(key) or 0)
-        price = (call.metadata_json or {}).get("cost_usd")
-        if price is None:
-            unpriced += 1
-        else:
-            cost += float(price)
-    preview = [
-        {
-            "prompt": (c.metadata_json or {}).get("prompt_id"),
-            "target": (c.metadata_json or {}).get("target"),
-            "sample": (c.metadata_json or {}).get("sample_index"),
-            "answer": (c.response_json or {}).get("text", ""),
-        }
-        for c in successes[:preview_limit]
-    ]
+    unpriced = totals["unpriced"]
     return RunSummary(
         run_group_id=run_group_id,
-        calls=len(calls),
-        by_status=dict(by_status),
-        failures_by_type=dict(failures),
+        calls=sum(totals["by_status"].values()),
+        by_status=totals["by_status"],
+        failures_by_type=totals["failures_by_type"],
         latency_p50_ms=p50,
         latency_p95_ms=p95,
-        prompt_tokens=tokens["prompt_tokens"],
-        completion_tokens=tokens["completion_tokens"],
-        total_tokens=tokens["total_tokens"],
-        cost_usd=None if unpriced else round(cost, 6),
+        prompt_tokens=totals["prompt_tokens"],
+        completion_tokens=totals["completion_tokens"],
+        total_tokens=totals["total_tokens"],
+        cost_usd=None if unpriced else round(totals["cost_usd"], 6),
         unpriced_calls=unpriced,
         per_target=per_target.to_dict("records"),
         preview=preview,

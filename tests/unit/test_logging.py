@@ -7,7 +7,8 @@ from study_query_dagster.log import MASK, configure_logging, get_logger, redact
 
 
 def test_db_operations_are_logged_with_ids_and_timings(sqlite_db, caplog):
-    caplog.set_level(logging.INFO, logger="study_query_dagster")
+    # the bulk capture logs at DEBUG (a run commits many batches; INFO is a Dagster event each)
+    caplog.set_level(logging.DEBUG, logger="study_query_dagster")
     with sqlite_db.session_scope() as session:
         repo = RawCallRepository(session)
         call_id = repo.insert_raw_call(provider="offline", status="success", request_json={})

@@ -18,7 +18,7 @@ import numpy as np
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from ..formatting import round_sig
-from .run_data import RunData, answer_groups
+from .run_data import RunData
 from .tables import target_rows
 from .variation import VariationSection
 
@@ -80,7 +80,7 @@ def matrix(run: RunData) -> list[dict[str, Any]]:
     colour class shared by equal answers anywhere in the row."""
     rows = []
     for prompt in run.prompts:
-        cells = [answer_groups(run.cell(prompt.id, t.label)) for t in run.targets]
+        cells = [run.groups(prompt.id, t.label) for t in run.targets]
         # An answer given more than once in the row gets a colour, the same in every target
         # that gave it (the most frequent first); an answer given once stays plain.
         frequency: Counter[str] = Counter()
@@ -105,7 +105,7 @@ def failures(run: RunData) -> list[dict[str, Any]]:
         out.append(
             {
                 "item": result.item.key,
-                "call_id": call.call_id,
+                "call_id": call.id,
                 "status": call.status,
                 "error_type": call.error_type or call.status,
                 "message": call.error_message or "",

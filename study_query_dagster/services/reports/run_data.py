@@ -13,26 +13,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ...db import DatabaseConnection, GroupRepository, RawCallRepository
+from ...db import CallRow, DatabaseConnection, GroupRepository, RunResultsRepository
 from ..prompt_sets import PromptSet, WorkItem
 from ..runs import RUN_GROUP, find_run_group, item_request_hash, prompt_set_of_run, run_group_name
-from ..study import StudyService, answer_text, params_text
+from ..study import StudyService, params_text
 
-
-@dataclass(frozen=True)
-class CallOutcome:
-    """One captured call of the run, as a reader of the results needs it."""
-
-    call_id: int
-    status: str
-    answer: str | None
-    error_type: str | None
-    error_message: str | None
-    latency_ms: float | None
-    total_tokens: int | None
-    cost_usd: float | None
-    created_at: datetime
-    attempts: int | None
+# One captured call of the run as a reader of the results needs it (db.CallRow): id, status,
+# answer, error type and message, latency, tokens, cost, attempts, created_at.
+CallOutcome = CallRow
 
 
 @dataclass(frozen=True)
@@ -82,16 +70,20 @@ class RunData:
     items: list[ItemResult]  # in expansion order: prompt, then target, then sample
     per_target: list[dict[str, Any]]  # StudyService.get_target_comparison rows
     unmatched_calls: int  # calls in the group that match no item of this prompt set
+    _cells: dict[tuple[str, str], list[ItemResult]] = field(default_factory=dict, repr=False)
 
-    @property
-    def run_id(self) -> str:
-        return self.root_run_id
+    def __post_init__(self) -> None:
+        for result in self.items:
+            key = (result.item.prompt_id, result.item.target_label)
+            self._cells.setdefault(key, []).append(result)
 
     def cell(self, prompt_id: str, target: str) -> list[ItemResult]:
         """The samples of one prompt × target, by sample index."""
-        return [
-            i for i in self.items if i.item.prompt_id == prompt_id and i.item.target_label == target
-        ]
+        return self._cells.get((prompt_id, target), [])
+
+    def groups(self, prompt_id: str, target: str) -> list[dict[str, Any]]:
+        """`answer_groups` of the cell (fresh dicts: callers may annotate them)."""
+        return answer_groups(self.cell(prompt_id, target))
 
     @property
     def calls(self) -> list[CallOutcome]:
@@ -140,12 +132,12 @@ def load_run(db: DatabaseConnection, prompt_set_name: str, root_run_id: str | No
         by_hash[item_request_hash(item)] = result
     unmatched = 0
     with db.session_scope() as session:
-        for call in RawCallRepository(session).calls_in_group(group.id, modality="text"):
+        for call in RunResultsRepository(session).call_rows(group.id):
             result = by_hash.get(call.request_hash)
             if result is None:
                 unmatched += 1
                 continue
-            result.calls.append(_outcome(call))
+            result.calls.append(call)
     meta = group.metadata_json or {}
     targets = [
         TargetInfo(label, t.provider, t.model_name, t.params.as_dict())
@@ -165,25 +157,6 @@ def load_run(db: DatabaseConnection, prompt_set_name: str, root_run_id: str | No
         items=results,
         per_target=per_target.to_dict("records"),
         unmatched_calls=unmatched,
-    )
-
-
-def _outcome(call) -> CallOutcome:
-    error = call.error_json or {}
-    tokens = call.tokens_json or {}
-    meta = call.metadata_json or {}
-    total = tokens.get("total_tokens")
-    return CallOutcome(
-        call_id=call.id,
-        status=call.status,
-        answer=answer_text(call.response_json),
-        error_type=error.get("type"),
-        error_message=error.get("message"),
-        latency_ms=call.latency_ms,
-        total_tokens=total if isinstance(total, int) else None,
-        cost_usd=meta.get("cost_usd"),
-        created_at=call.created_at,
-        attempts=meta.get("attempts"),
     )
 
 

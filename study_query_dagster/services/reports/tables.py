@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..formatting import round_sig
-from .run_data import RunData, answer_groups
+from .run_data import RunData
 
 TARGET_TABLE = [
     "target", "provider", "model", "params", "calls", "success_rate", "p50_latency_ms",
@@ -50,7 +50,7 @@ def answer_rows(run: RunData) -> list[dict[str, Any]]:
     for prompt in run.prompts:
         for target in run.targets:
             samples = run.cell(prompt.id, target.label)
-            answers = [g for g in answer_groups(samples) if g["kind"] == "answer"]
+            answers = [g for g in run.groups(prompt.id, target.label) if g["kind"] == "answer"]
             answered = sum(g["count"] for g in answers)
             top = answers[0] if answers else None
             rows.append(
@@ -75,7 +75,7 @@ def call_rows(run: RunData) -> list[dict[str, Any]]:
         for call in result.calls:
             rows.append(
                 {
-                    "call_id": call.call_id,
+                    "call_id": call.id,
                     "item_key": item.key,
                     "prompt": item.prompt_id,
                     "target": item.target_label,
