@@ -24,7 +24,7 @@ import time
 from sqlalchemy import bindparam, func, select
 
 from study_query_dagster.db import EmbeddingVector
-from study_query_dagster.db.vector_store import decode_vector_send
+from study_query_dagster.db.vector_codec import decode_vector_send
 from study_query_dagster.providers.embeddings import OpenAIEmbeddingProvider
 from study_query_dagster.services.embeddings import EmbeddingService
 from tests.support.fake_llm_server import FakeLLMServer
