@@ -147,13 +147,14 @@ def warm_lookup(db, label: str, service, texts: list[str]):
         found = [vectors[t] for t in sample]
         dict_times.append(time.perf_counter() - started)
     assert len(found) == LOOKUP
-    yield ratio_line(
-        f"{label} warm lookup of {LOOKUP:,} texts through EmbeddingService (database path)",
-        LOOKUP / min(service_times),
-        LOOKUP / min(dict_times),
-        "items/s",
-        f"(baseline: a dict of the same vectors; fastest of {REPEATS}, median "
-        f"{LOOKUP / statistics.median(service_times):,.0f} items/s)",
+    service_rate = LOOKUP / min(service_times)
+    dict_rate = LOOKUP / min(dict_times)
+    # The dict is ~500x faster, so the ratio is printed with more digits than ratio_line's.
+    yield (
+        f"{label} warm lookup of {LOOKUP:,} texts through EmbeddingService (database path): "
+        f"{service_rate:,.0f} items/s vs baseline {dict_rate:,.0f} items/s -> ratio "
+        f"{service_rate / dict_rate:.5f}  (baseline: a dict of the same vectors; fastest of "
+        f"{REPEATS}, median {LOOKUP / statistics.median(service_times):,.0f} items/s)"
     )
 
 
