@@ -20,7 +20,7 @@ from .queries import CallFilter
 from .raw_calls import RawCallRepository, probe_append_only, validate_raw_call
 from .run_failures import RunFailureRepository
 from .statistics import StatisticsRepository
-from .vector_store import StoredEmbedding, VectorStore, validate_embedding
+from .vector_store import StoredEmbedding, StoredVector, VectorStore, validate_embedding
 
 __all__ = [
     "CALL_STATUSES",
@@ -41,6 +41,7 @@ __all__ = [
     "RunFailureRepository",
     "StatisticsRepository",
     "StoredEmbedding",
+    "StoredVector",
     "VectorStore",
     "normalize_url",
     "probe_append_only",
