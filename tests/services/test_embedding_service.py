@@ -254,7 +254,7 @@ async def test_retry_resolves_transient_errors(db, llm_server, fault):
     assert call.metadata_json["attempts"] == 3
     expected = {502: "server_error", 429: "rate_limit"}.get(fault.status, "connection")
     if fault.kind == "drop":
-        expected = "connection"
+        expected = "connection_closed"  # the server closed it without answering
     assert [e["type"] for e in call.metadata_json["retried_errors"]] == [expected, expected]
 
 
