@@ -27,8 +27,12 @@ from tests.support.pipeline import reconstructable_study_job, write_prompt_set
 
 MAX_RETRIES = 2  # three attempts per call
 TIMEOUT_S = 2.0
-POLICY = {"max_retries": MAX_RETRIES, "initial_wait_s": 0.01, "max_wait_s": 0.05,
-          "timeout_s": TIMEOUT_S}  # fmt: skip
+POLICY = {
+    "max_retries": MAX_RETRIES,
+    "initial_wait_s": 0.01,
+    "max_wait_s": 0.05,
+    "timeout_s": TIMEOUT_S,
+}
 
 
 def rate_limited(seconds: float, *, in_ms: bool = False) -> Fault:
@@ -42,8 +46,12 @@ DROP = Fault(kind="drop")
 BAD = Fault(kind="malformed")
 
 # (status, error type) a call ends with when its last attempt met this fault.
-OUTCOME = {"status": ("failed", "server_error"), "hang": ("timeout", "timeout"),
-           "drop": ("failed", "connection_closed"), "malformed": ("failed", "malformed_response")}  # fmt: skip
+OUTCOME = {
+    "status": ("failed", "server_error"),
+    "hang": ("timeout", "timeout"),
+    "drop": ("failed", "connection_closed"),
+    "malformed": ("failed", "malformed_response"),
+}
 
 
 def is_rate_limit(fault: Fault | None) -> bool:

@@ -42,8 +42,13 @@ embed: on
 def echoing(status: int, request) -> Fault:
     """An error whose body repeats the credential the request carried."""
     sent = request.headers.get("api-key") or request.headers.get("authorization", "")
-    body = {"error": {"message": f"rejected credential {sent!r} for this request",
-                      "type": "invalid_request_error", "code": f"http_{status}"}}  # fmt: skip
+    body = {
+        "error": {
+            "message": f"rejected credential {sent!r} for this request",
+            "type": "invalid_request_error",
+            "code": f"http_{status}",
+        }
+    }
     return Fault(status=status, body=json.dumps(body))
 
 
@@ -125,14 +130,18 @@ def test_no_api_key_in_the_app_db_event_log_compute_logs_or_output(
         )
         # The 401 leaves one item unanswered: a red check, the other answers kept.
         captured = next(
-            c for c in first.get_asset_check_evaluations()
+            c
+            for c in first.get_asset_check_evaluations()
             if c.check_name == "every_request_captured"
-        )  # fmt: skip
+        )
         assert first.success and not captured.passed
         second = dg.execute_job(
-            job, instance, run_config=IN_PROCESS, tags=first.dagster_run.tags,
+            job,
+            instance,
+            run_config=IN_PROCESS,
+            tags=first.dagster_run.tags,
             reexecution_options=dg.ReexecutionOptions(parent_run_id=first.run_id),
-        )  # fmt: skip
+        )
         assert second.success
         runs = [instance.get_run_by_id(r.run_id) for r in (first, second)]
         events = {

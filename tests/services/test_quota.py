@@ -19,9 +19,17 @@ KEY = "sk-quota-test-0123456789"
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("1s", 1.0), ("6m0s", 360.0), ("20ms", 0.02), ("1h2m3.5s", 3723.5), ("0.5", 0.5),
-     ("soon", None), ("1x", None), (None, None)],
-)  # fmt: skip
+    [
+        ("1s", 1.0),
+        ("6m0s", 360.0),
+        ("20ms", 0.02),
+        ("1h2m3.5s", 3723.5),
+        ("0.5", 0.5),
+        ("soon", None),
+        ("1x", None),
+        (None, None),
+    ],
+)
 def test_reset_durations_in_openai_format(text, seconds):
     assert parse_duration(text) == (pytest.approx(seconds) if seconds is not None else None)
 
