@@ -12,47 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
-import subprocess
-import sys
 import time
-from contextlib import contextmanager
-from pathlib import Path
 
 from study_query_dagster.providers import OpenAIProvider
 from study_query_dagster.services import InferenceService
 
-from .support import ratio_line
+from .support import fake_server, ratio_line
 
 QUOTA = 60
 WINDOW_S = 2.0
 CALLS = 360
 CONCURRENCY = 16
 LATENCY_S = 0.02
-ROOT = Path(__file__).resolve().parent.parent
-
-SERVER = (
-    "import sys\n"
-    "from tests.support.fake_llm_server import FakeLLMServer, Quota\n"
-    "server = FakeLLMServer(latency_s=float(sys.argv[1])).start()\n"
-    "server.quota = Quota(requests=int(sys.argv[2]), window_s=float(sys.argv[3]))\n"
-    "print(server.port, flush=True)\n"
-    "sys.stdin.read()\n"  # runs until the benchmark closes our stdin
-)
-
-
-@contextmanager
-def quota_server():
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    args = [sys.executable, "-c", SERVER, str(LATENCY_S), str(QUOTA), str(WINDOW_S)]
-    proc = subprocess.Popen(
-        args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env
-    )
-    try:
-        yield f"http://127.0.0.1:{int(proc.stdout.readline())}/v1"
-    finally:
-        proc.stdin.close()
-        proc.wait(timeout=30)
 
 
 async def batch(base_url: str) -> tuple[float, list[dict]]:
@@ -65,7 +36,7 @@ async def batch(base_url: str) -> tuple[float, list[dict]]:
 
 
 def run():
-    with quota_server() as base_url:
+    with fake_server(LATENCY_S, QUOTA, WINDOW_S) as base_url:
         elapsed, results = asyncio.run(batch(base_url))
     succeeded = sum(r["status"] == "success" for r in results)
     assert succeeded == CALLS, f"{CALLS - succeeded} calls lost"
