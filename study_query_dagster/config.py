@@ -45,7 +45,7 @@ class CoreSettings(BaseSettings):
     prompt_set_sensor_interval_s: int = Field(15, alias="PROMPT_SET_SENSOR_INTERVAL_S", ge=1)
 
     # Embeddings (providers/embeddings.py): which embedder, and its model (Azure: deployment).
-    embedding_provider: str = Field("offline", alias="EMBEDDING_PROVIDER")
+    embedding_provider: str = Field("wordllama", alias="EMBEDDING_PROVIDER")
     embedding_model: str | None = Field(None, alias="EMBEDDING_MODEL")
 
     # Inference service (providers + retry): client timeout per attempt, and the longest

@@ -12,6 +12,7 @@ from .models_v2 import (
     Group,
     GroupMember,
     MigrationLedger,
+    MigrationQuarantine,
     RawCall,
     RunFailure,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "InferenceRepository",
     "InferenceRun",
     "MigrationLedger",
+    "MigrationQuarantine",
     "RawCall",
     "RawCallRepository",
     "RunFailure",

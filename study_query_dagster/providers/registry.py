@@ -29,6 +29,7 @@ from .hyperbolic import HyperbolicProvider
 from .offline import OfflineProvider
 from .openai import DEFAULT_MODEL as OPENAI_MODEL
 from .openai import OpenAIProvider
+from .wordllama_embeddings import WordLlamaEmbeddingProvider
 
 # Limit variables of a row with a `limits` prefix, e.g. OPENAI_MAX_CONCURRENCY (default 16).
 LIMITS = ("max_concurrency", "requests_per_minute", "tokens_per_minute")
@@ -167,6 +168,7 @@ PROVIDERS: dict[str, ProviderSpec] = table(
         limits="HYPERBOLIC",
     ),
     ProviderSpec(name="offline", chat=OfflineProvider, embedding=OfflineEmbeddingProvider),
+    ProviderSpec(name="wordllama", embedding=WordLlamaEmbeddingProvider),
 )
 
 # What a prompt set's target (`provider`) and `embed.provider` may name.

@@ -1,7 +1,14 @@
-"""Business logic (no Dagster): inference with retry and capture, preprocessing,
-conversations, pricing."""
+"""Business logic (no Dagster): inference with retry and capture, embeddings with their cache,
+preprocessing, conversations, pricing."""
 
 from .conversation import ConversationService
+from .embeddings import (
+    EmbeddingError,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    EmbeddingService,
+    SimilarEmbedding,
+)
 from .inference import (
     BatchResults,
     CaptureWriter,
@@ -18,11 +25,16 @@ __all__ = [
     "BatchResults",
     "CaptureWriter",
     "ConversationService",
+    "EmbeddingError",
+    "EmbeddingRequest",
+    "EmbeddingResponse",
+    "EmbeddingService",
     "InferenceService",
     "Membership",
     "PriceTable",
     "PromptPreprocessor",
     "ProviderLimits",
+    "SimilarEmbedding",
     "TokenBucket",
     "compute_request_hash",
     "estimate_cost",

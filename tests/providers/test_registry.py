@@ -25,7 +25,7 @@ PACKAGE = Path(registry.__file__).resolve().parents[1]
 
 def test_names_for_the_prompt_set_schema():
     assert CHAT_PROVIDERS == ("azure", "openai", "hyperbolic", "offline")
-    assert EMBEDDING_PROVIDERS == ("azure", "openai", "offline")
+    assert EMBEDDING_PROVIDERS == ("azure", "openai", "offline", "wordllama")
 
 
 def test_each_row_names_its_clients_and_settings_consistently():

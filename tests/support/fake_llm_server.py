@@ -22,7 +22,12 @@ gets a 429 with `retry-after-ms` (until the window ends), recorded with fault "q
 Faults: `script(Fault(...), ..., match="embeddings")` queues faults consumed in order by the
 next matching requests; `fault_fn(request) -> Fault | None` decides per request (storms);
 `unknown_models` answers 404 for those models/deployments; `embedding_fn` replaces the
-deterministic vectors (e.g. to make two calls for one text differ). Every request is recorded.
+deterministic vectors (e.g. to make two calls for one text differ); `ignore_dimensions` answers
+`default_dimensions` components whatever was asked. Every request is recorded.
+
+Races: `hold(until, match=...)` keeps the answers to matching requests back until
+`until(the matching requests received so far)` is true, e.g. until two clients have both sent,
+so a test forces an interleaving instead of hoping latency produces it.
 """
 
 from __future__ import annotations
@@ -176,11 +181,15 @@ class FakeLLMServer:
         # request -> the assistant message to answer with (instead of the echo or a tool call)
         self.message_fn: Callable[[RecordedRequest], dict] | None = None
         self.quota: Quota | None = None
+        # Answer `default_dimensions` components whatever `dimensions` asks (as some servers do).
+        self.ignore_dimensions = False
         self.require_auth = True
         self.in_flight = 0  # POST requests being handled now
         self.max_in_flight = 0  # the most at once since start/reset
         self._queue: list[_Queued] = []
         self._lock = threading.Lock()
+        self._gate = threading.Condition(self._lock)
+        self._hold: tuple[Callable[[list[RecordedRequest]], bool], str | None] | None = None
         self._stopping = threading.Event()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -200,6 +209,7 @@ class FakeLLMServer:
 
     def stop(self) -> None:
         self._stopping.set()
+        self.release()
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
@@ -211,6 +221,7 @@ class FakeLLMServer:
         self.stop()
 
     def reset(self) -> None:
+        self.release()
         with self._lock:
             self.requests.clear()
             self._queue.clear()
@@ -221,6 +232,7 @@ class FakeLLMServer:
         self.embedding_fn = None
         self.message_fn = None
         self.quota = None
+        self.ignore_dimensions = False
         self.require_auth = True
         self.max_in_flight = self.in_flight
 
@@ -245,6 +257,32 @@ class FakeLLMServer:
         """Queue faults for the next requests whose path contains `match` (any if None)."""
         with self._lock:
             self._queue.extend(_Queued(f, match) for f in faults)
+
+    def hold(
+        self, until: Callable[[list[RecordedRequest]], bool], match: str | None = None
+    ) -> None:
+        """Answer no request whose path contains `match` (any if None) until `until` is true
+        of the matching requests received so far; from then on (or `release()`), answer all."""
+        with self._lock:
+            self._hold = (until, match)
+
+    def release(self) -> None:
+        """Open a `hold` now (e.g. when a test fails before its condition can come true)."""
+        with self._gate:
+            self._hold = None
+            self._gate.notify_all()
+
+    def _pass_gate(self, request: RecordedRequest) -> None:
+        with self._gate:
+            while self._hold is not None and not self._stopping.is_set():
+                until, match = self._hold
+                if match is not None and match not in request.path:
+                    return
+                if until([r for r in self.requests if match is None or match in r.path]):
+                    self._hold = None
+                    self._gate.notify_all()
+                    return
+                self._gate.wait()
 
     def count(self, path_contains: str = "", *, succeeded: bool | None = None) -> int:
         with self._lock:
@@ -278,8 +316,9 @@ class FakeLLMServer:
             self.in_flight -= 1
 
     def _record(self, request: RecordedRequest) -> None:
-        with self._lock:
+        with self._gate:
             self.requests.append(request)
+            self._gate.notify_all()  # a hold's condition may have come true
 
     def wait(self, seconds: float) -> None:
         """Sleep that ends early when the server stops (so hangs never outlive a test run)."""
@@ -341,6 +380,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not allowed and fault is None:
             request.fault = "quota"
         self.fake._record(request)
+        self.fake._pass_gate(request)
         if request.fault == "quota":
             self._send_error(429, "rate_limit_exceeded", "Rate limit reached for requests")
             return
@@ -477,6 +517,8 @@ class _Handler(BaseHTTPRequestHandler):
         inputs = body.get("input")
         inputs = [inputs] if isinstance(inputs, str) else list(inputs or [])
         dimensions = int(body.get("dimensions") or self.fake.default_dimensions)
+        if self.fake.ignore_dimensions:
+            dimensions = self.fake.default_dimensions
         data = []
         for i, text in enumerate(inputs):
             if self.fake.embedding_fn is not None:
