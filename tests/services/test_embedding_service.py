@@ -303,7 +303,7 @@ async def test_retry_resolves_transient_errors(db, llm_server, fault):
     assert call.metadata_json["attempts"] == 3
     expected = {502: "server_error", 429: "rate_limit"}.get(fault.status, "connection")
     if fault.kind == "drop":
-        expected = "connection"
+        expected = "connection_closed"  # the server closed it without answering
     retried = call.metadata_json["retried_errors"]
     assert [e["type"] for e in retried] == [expected, expected]
     if fault.retry_after:  # Retry-After honoured, twice
