@@ -12,12 +12,7 @@ machine the wall-clock ratio follows the CPU ratio).
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import time
-from contextlib import contextmanager
-from pathlib import Path
 
 from sqlalchemy import func, select
 
@@ -25,38 +20,12 @@ from study_query_dagster.db import RawCall
 from study_query_dagster.providers import OpenAIProvider
 from study_query_dagster.services import InferenceService
 
-from .support import ratio_line, sqlite_database
+from .support import fake_server, ratio_line, sqlite_database
 
 N = 2000
 CONCURRENCY = 64
 LATENCY_S = 0.050
 ROUNDS = 3
-ROOT = Path(__file__).resolve().parent.parent
-
-SERVER = (
-    "import sys, time\n"
-    "from tests.support.fake_llm_server import FakeLLMServer\n"
-    "server = FakeLLMServer(latency_s=float(sys.argv[1])).start()\n"
-    "server.require_auth = True\n"
-    "print(server.port, flush=True)\n"
-    "sys.stdin.read()\n"  # runs until the benchmark closes our stdin
-)
-
-
-@contextmanager
-def fake_server(latency_s: float):
-    """The fake server in its own process, so its threads do not share our GIL."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(
-        [sys.executable, "-c", SERVER, str(latency_s)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env,
-    )  # fmt: skip
-    try:
-        port = int(proc.stdout.readline())
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        proc.stdin.close()
-        proc.wait(timeout=30)
 
 
 def prompts(tag: str) -> list[str]:

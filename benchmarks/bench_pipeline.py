@@ -37,8 +37,7 @@ from study_query_dagster.resources.providers import LLMProvidersResource, Provid
 from study_query_dagster.services.prompt_sets import load_prompt_set
 from study_query_dagster.services.runs import call_model
 
-from .bench_inference import fake_server
-from .support import ratio_line
+from .support import fake_server, ratio_line
 
 N = 1000
 CONCURRENCY = 64

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -10,6 +12,34 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from study_query_dagster.db import DatabaseConnection
+
+ROOT = Path(__file__).resolve().parent.parent
+
+_SERVER = (
+    "import sys\n"
+    "from tests.support.fake_llm_server import FakeLLMServer, Quota\n"
+    "server = FakeLLMServer(latency_s=float(sys.argv[1])).start()\n"
+    "if int(sys.argv[2]):\n"
+    "    server.quota = Quota(requests=int(sys.argv[2]), window_s=float(sys.argv[3]))\n"
+    "print(server.port, flush=True)\n"
+    "sys.stdin.read()\n"  # runs until the benchmark closes our stdin
+)
+
+
+@contextmanager
+def fake_server(latency_s: float, quota: int = 0, window_s: float = 1.0) -> Iterator[str]:
+    """The loopback fake LLM server in its own process (its threads do not share our GIL),
+    enforcing `quota` requests per `window_s` when given; yields its OpenAI base URL."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    args = [sys.executable, "-c", _SERVER, str(latency_s), str(quota), str(window_s)]
+    proc = subprocess.Popen(
+        args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env
+    )
+    try:
+        yield f"http://127.0.0.1:{int(proc.stdout.readline())}/v1"
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=30)
 
 
 def timed(fn: Callable[[], object]) -> float:

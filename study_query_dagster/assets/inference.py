@@ -17,6 +17,7 @@ from .prompts import PROMPT_SETS, missing_credentials, prompt_set
 
 TARGET_COLUMNS = ["target", "provider", "model", "params", "calls", "success_rate",
                   "p50_latency_ms", "p95_latency_ms", "total_tokens", "estimated_cost_usd"]  # fmt: skip
+RETRY_HINT = "Re-execute this run to send only those; successful calls are not repeated."
 
 
 def run_metadata(summary: RunSummary, expected: int) -> dict:
@@ -55,8 +56,10 @@ def inference_run(
     embedding: EmbeddingResource,
 ) -> dg.MaterializeResult:
     """Send every prompt x target x sample through InferenceService; each call (success or
-    failure) is one raw_calls row in this run's `run` group. Re-executing a failed run resumes:
-    items that already succeeded are not sent again."""
+    failure) is one raw_calls row in this run's `run` group. The answers that succeeded are
+    materialized (and embedded downstream) even when other items failed: those turn the
+    `every_request_captured` check red, or fail the step when nothing succeeded. Re-executing
+    the run resumes it: items that already succeeded are not sent again."""
     root = root_run_id(context)
     with database.failures("the inference run"):
         try:
@@ -85,30 +88,45 @@ def inference_run(
         "resumed_items_skipped": report.skipped,
         "items_sent": report.attempted,
     }
-    if report.unfinished_keys:
-        shown = ", ".join(report.unfinished_keys[:20])
+    if report.unfinished_keys and not report.outcomes.get("success"):
+        # Nothing to embed downstream: fail the step, so "re-execute from failure" applies.
         raise dg.Failure(
-            description=(
-                f"{len(report.unfinished_keys)} of {report.expected} items did not succeed "
-                f"(e.g. {shown}). Re-execute this run from failure to retry only those; "
-                "successful calls are not repeated."
-            ),
+            description=f"none of the {report.expected} items succeeded "
+            f"(e.g. {', '.join(report.unfinished_keys[:20])}). {RETRY_HINT}",
             metadata=metadata,
+        )
+    if report.unfinished_keys:
+        context.log.warning(
+            f"{len(report.unfinished_keys)} of {report.expected} items did not succeed; the "
+            f"answers are kept and embedded, every_request_captured names the rest. {RETRY_HINT}"
         )
     return dg.MaterializeResult(metadata=metadata)
 
 
-@dg.asset_check(asset=inference_run, partitions_def=PROMPT_SETS, blocking=True)
+@dg.asset_check(asset=inference_run, partitions_def=PROMPT_SETS)
 def every_request_captured(context: dg.AssetCheckExecutionContext, database: DatabaseResource):
-    """Each expected item (prompt x target x sample) has a raw_calls row in the run."""
+    """Each expected item (prompt x target x sample) has a captured answer, or a final refusal
+    (content filter, bad request). Red (ERROR) when items have no row or still failed after
+    their retries; not blocking, so the answers that did succeed are embedded all the same."""
     run = runs.open_run(database.get_connection(), context.partition_key, root_run_id(context))
-    missing = run.missing_items
+    missing, unfinished = run.missing_items, run.unfinished_items
+    failed = [key for key in unfinished if key not in set(missing)]
+    description = (
+        f"{len(unfinished)} of {run.prompt_set.expected_calls} items have no answer yet "
+        f"({len(missing)} never captured, {len(failed)} failed after their retries). " + RETRY_HINT
+        if unfinished
+        else "every item answered or finally refused"
+    )
     return dg.AssetCheckResult(
-        passed=not missing,
+        passed=not unfinished,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=description,
         metadata={
             "expected": run.prompt_set.expected_calls,
             "missing": len(missing),
             "missing_items": md_list(missing),
+            "failed": len(failed),
+            "failed_items": md_list(failed),
             "run_group_id": run.group.id,
         },
     )

@@ -21,7 +21,7 @@ from .raw_calls import RawCallRepository, probe_append_only, validate_raw_call
 from .run_failures import RunFailureRepository
 from .run_results import CallRow, RunResultsRepository
 from .statistics import StatisticsRepository
-from .vector_store import StoredEmbedding, VectorStore, validate_embedding
+from .vector_store import StoredEmbedding, StoredVector, VectorStore, validate_embedding
 
 __all__ = [
     "CALL_STATUSES",
@@ -44,6 +44,7 @@ __all__ = [
     "RunResultsRepository",
     "StatisticsRepository",
     "StoredEmbedding",
+    "StoredVector",
     "VectorStore",
     "normalize_url",
     "probe_append_only",

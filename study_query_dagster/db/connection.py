@@ -112,6 +112,19 @@ class DatabaseConnection:
         finally:
             session.close()
 
+    @contextmanager
+    def read_session(self) -> Iterator[Session]:
+        """A session for a single read that needs no transaction: on PostgreSQL it runs in
+        autocommit, which spares the BEGIN and COMMIT round trips (a warm embedding lookup is
+        one statement); on SQLite, whose round trips are in-process, it is `session_scope`."""
+        if self.dialect != "postgresql":
+            with self.session_scope() as session:
+                yield session
+            return
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            with Session(bind=connection) as session:
+                yield session
+
     def init_db(self) -> None:
         """Create or upgrade the v2 schema to the newest Alembic revision."""
         from alembic import command

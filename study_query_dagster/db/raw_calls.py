@@ -6,18 +6,22 @@ so a bad row fails the whole call before anything reaches the database.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from itertools import groupby
 from typing import Any
 
-from sqlalchemy import Text, cast, func, insert, select, text
+from sqlalchemy import Text, cast, func, insert, or_, select, text
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql import ColumnElement
 
 from ..log import get_logger
 from .dialect import CHUNK_SIZE, Repository
-from .models_v2 import CALL_STATUSES, GroupMember, RawCall
+from .models_v2 import CALL_STATUSES, CallArtifact, GroupMember, RawCall
 from .queries import CallFilter
 
 logger = get_logger(__name__)
@@ -56,6 +60,41 @@ def validate_raw_call(row: Mapping[str, Any], where: str = "raw_call") -> dict[s
     if latency is not None and (not isinstance(latency, int | float) or latency < 0):
         raise ValueError(f"{where}: field 'latency_ms' must be a number >= 0 (got {latency!r})")
     return {"modality": "text", **row}
+
+
+LOGPROBS_ARTIFACT = "logprobs"
+_DATA_URI = "data:{content_type};base64,"
+
+
+def inline_artifact(
+    artifact_type: str, payload: bytes, content_type: str = "application/json"
+) -> dict[str, Any]:
+    """A `call_artifacts` row (without its call_id) holding `payload` itself as a base64 data
+    URI, so it lives in the database on both backends, with its size and sha256."""
+    encoded = base64.b64encode(payload).decode("ascii")
+    return {
+        "artifact_type": artifact_type,
+        "uri": _DATA_URI.format(content_type=content_type) + encoded,
+        "content_type": content_type,
+        "byte_size": len(payload),
+        "sha256": hashlib.sha256(payload).hexdigest(),
+    }
+
+
+def artifact_payload(artifact: CallArtifact) -> bytes:
+    """The bytes of an artifact stored as a data URI (see `inline_artifact`)."""
+    prefix = _DATA_URI.format(content_type=artifact.content_type)
+    if not artifact.uri.startswith(prefix):
+        raise ValueError(
+            f"call_artifact {artifact.id}: not an inline payload ({artifact.uri[:40]})"
+        )
+    return base64.b64decode(artifact.uri[len(prefix) :])
+
+
+def json_absent(column) -> ColumnElement[bool]:
+    """No value in a JSON column: SQL NULL (new rows) or the JSON text `null` (rows written
+    before absent values were stored as SQL NULL; the table is append-only, so they stay)."""
+    return or_(column.is_(None), cast(column, Text) == "null")
 
 
 def probe_append_only(db, call_id: int) -> tuple[bool, str]:
@@ -166,10 +205,15 @@ class RawCallRepository(Repository):
         date_range: tuple[datetime | None, datetime | None] | None = None,
         limit: int | None = 100,
         offset: int = 0,
+        has_error: bool | None = None,
     ) -> list[RawCall]:
-        """Matching calls, newest first."""
+        """Matching calls, newest first. `has_error` keeps calls with (True) or without
+        (False) an error_json; an absent value is SQL NULL or, in older rows, JSON null."""
         where = CallFilter(provider, model, status, modality, group_id, date_range)
         stmt = where.apply(select(RawCall)).order_by(RawCall.created_at.desc(), RawCall.id.desc())
+        if has_error is not None:
+            absent = json_absent(RawCall.error_json)
+            stmt = stmt.where(~absent if has_error else absent)
         stmt = stmt.offset(offset)
         if limit is not None:
             stmt = stmt.limit(limit)
@@ -246,3 +290,38 @@ class RawCallRepository(Repository):
         if modality is not None:
             stmt = stmt.where(RawCall.modality == modality)
         return list(self.session.scalars(stmt.order_by(RawCall.id)))
+
+    # --- artifacts: large payloads of a call --------------------------------------------
+
+    def insert_call_artifacts(self, rows: Iterable[Mapping[str, Any]]) -> int:
+        """Add artifact rows (each with its call_id); returns how many."""
+        rows = [dict(r) for r in rows]
+        for i, row in enumerate(rows):
+            if not isinstance(row.get("call_id"), int) or not row.get("uri"):
+                raise ValueError(f"call_artifacts row {i}: call_id and uri are required")
+        if rows:
+            self.session.execute(insert(CallArtifact), rows)
+        return len(rows)
+
+    def call_artifacts(self, call_id: int, artifact_type: str | None = None) -> list[CallArtifact]:
+        stmt = select(CallArtifact).where(CallArtifact.call_id == call_id)
+        if artifact_type is not None:
+            stmt = stmt.where(CallArtifact.artifact_type == artifact_type)
+        return list(self.session.scalars(stmt.order_by(CallArtifact.id)))
+
+    def logprobs(self, call_id: int) -> Any:
+        """The log-probabilities a call returned (as the API sent them: {"content": [{"token",
+        "logprob", "top_logprobs"}, ...]}), from its response or, when large, its artifact;
+        None when it has none."""
+        call = self.session.get(RawCall, call_id)
+        response = call.response_json if call is not None else None
+        if not isinstance(response, Mapping):
+            return None
+        if response.get("logprobs") is not None:
+            return response["logprobs"]
+        if response.get("logprobs_artifact") is None:
+            return None
+        artifacts = self.call_artifacts(call_id, LOGPROBS_ARTIFACT)
+        if not artifacts:
+            raise LookupError(f"raw_call {call_id}: its logprobs artifact is missing")
+        return json.loads(artifact_payload(artifacts[0]))

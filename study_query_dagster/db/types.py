@@ -1,6 +1,8 @@
 """Column types that behave the same on SQLite and PostgreSQL.
 
-- `JSONType`: JSONB on PostgreSQL, JSON (text) on SQLite.
+- `JSONType`: JSONB on PostgreSQL, JSON (text) on SQLite. Python None is stored as SQL NULL,
+  not as the JSON value `null`, so `IS NULL` finds absent values (rows written before this
+  hold JSON null; `raw_calls.json_absent` treats both alike).
 - `UTCDateTime`: always returns timezone-aware UTC datetimes. SQLite has no time zones, so values
   are stored as naive UTC; naive inputs are taken to be UTC already.
 - `Vector`: pgvector `vector` on PostgreSQL (dimension-less, so one column holds every model's
@@ -17,7 +19,7 @@ from sqlalchemy import JSON, DateTime, LargeBinary
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeDecorator
 
-JSONType = JSON().with_variant(JSONB(), "postgresql")
+JSONType = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 
 
 def utcnow() -> datetime:

@@ -1,83 +1,46 @@
-"""The provider contract: `BaseLLMProvider`, `ProviderResponse`, and the one error type.
-
-`ProviderError` is the whole error taxonomy. Retry policy lives in the services and looks only
-at `retryable` and `retry_after`, so every client (openai SDK, httpx, offline) maps its own
-failures here.
-"""
+"""The provider contract: `BaseLLMProvider` and `ProviderResponse`; the error type and its
+mappers live in `errors.py` (re-exported here), header parsing in `headers.py`."""
 
 from __future__ import annotations
 
-import email.utils
-import math
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import (
+    CONTENT_FILTER_CODES,
+    RETRYABLE_STATUSES,
+    STATUS_ERROR_TYPES,
+    ProviderError,
+    error_from_http,
+    error_from_httpx,
+    error_from_openai,
+    scrub_secrets,
+)
+from .headers import RateLimit, parse_rate_limit, parse_retry_after
+
+__all__ = [
+    "CONTENT_FILTER_CODES",
+    "RETRYABLE_STATUSES",
+    "STATUS_ERROR_TYPES",
+    "BaseLLMProvider",
+    "Message",
+    "ProviderError",
+    "ProviderResponse",
+    "RateLimit",
+    "check_params",
+    "clean_api_key",
+    "error_from_http",
+    "error_from_httpx",
+    "error_from_openai",
+    "parse_rate_limit",
+    "parse_retry_after",
+    "scrub_secrets",
+    "to_messages",
+]
+
 Message = dict[str, Any]
-
-# HTTP statuses worth retrying: rate limit, request timeout, conflict, and server errors.
-RETRYABLE_STATUSES = {408, 409, 429}
-STATUS_ERROR_TYPES = {
-    400: "bad_request",
-    401: "authentication",
-    403: "permission_denied",
-    404: "not_found",
-    408: "request_timeout",
-    409: "conflict",
-    422: "unprocessable_entity",
-    429: "rate_limit",
-}
-CONTENT_FILTER_CODES = {
-    "content_filter",
-    "content_policy_violation",
-    "responsibleaipolicyviolation",
-}
-
-
-class ProviderError(Exception):
-    """A failed provider call, classified for retry decisions and capture."""
-
-    def __init__(
-        self,
-        message: str,
-        provider: str,
-        status_code: int | None = None,
-        retryable: bool = False,
-        retry_after: float | None = None,
-        error_type: str = "unknown",
-        request_id: str | None = None,
-    ):
-        super().__init__(message)
-        self.message = message
-        self.provider = provider
-        self.status_code = status_code
-        self.retryable = retryable
-        self.retry_after = retry_after
-        self.error_type = error_type
-        self.request_id = request_id
-
-    @property
-    def is_timeout(self) -> bool:
-        return self.error_type == "timeout"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "type": self.error_type,
-            "message": self.message,
-            "status_code": self.status_code,
-            "retryable": self.retryable,
-            "retry_after": self.retry_after,
-            "provider": self.provider,
-            "request_id": self.request_id,
-        }
-
-    def __repr__(self) -> str:
-        return (
-            f"ProviderError({self.error_type}, provider={self.provider!r}, "
-            f"status={self.status_code}, retryable={self.retryable}, message={self.message!r})"
-        )
 
 
 @dataclass
@@ -92,6 +55,12 @@ class ProviderResponse:
     finish_reason: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     raw_response: Any = None  # JSON-serialisable
+    # The assistant message as the API returned it (content or content parts, tool_calls,
+    # refusal, ...), the choice's log-probabilities when asked for, and the quota the
+    # response reported (its x-ratelimit-* headers).
+    message: dict[str, Any] | None = None
+    logprobs: Any = None
+    rate_limit: RateLimit | None = None
 
     def tokens_json(self) -> dict[str, int | None]:
         return {
@@ -210,154 +179,3 @@ def clean_api_key(value: str | None, where: str, env_var: str) -> str:
     if any(c.isspace() for c in key):
         raise ValueError(f"{where}: the API key contains whitespace (check {env_var})")
     return key
-
-
-def scrub_secrets(error: ProviderError, secrets: tuple[str, ...]) -> ProviderError:
-    """Mask credentials a server echoed into an error body (a 401 may repeat the key)."""
-    for secret in secrets:
-        error.message = error.message.replace(secret, "***")
-    error.args = (error.message,)
-    return error
-
-
-# --- mapping transport failures into ProviderError ----------------------------------------
-
-
-def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
-    """Seconds to wait from `retry-after-ms`, or `Retry-After` (seconds or an HTTP date).
-    Anything else (garbage, NaN, infinity) is ignored: the normal backoff applies then."""
-    if not headers:
-        return None
-    lowered = {k.lower(): v for k, v in headers.items()}
-    if (seconds := _finite(lowered.get("retry-after-ms"))) is not None:
-        return max(seconds / 1000.0, 0.0)
-    value = lowered.get("retry-after")
-    if (seconds := _finite(value)) is not None:
-        return max(seconds, 0.0)
-    if value:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        return max(when.timestamp() - time.time(), 0.0)
-    return None
-
-
-def _finite(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
-def _error_code(body: Any) -> str | None:
-    if isinstance(body, Mapping):
-        error = body.get("error", body)
-        if isinstance(error, Mapping):
-            code = error.get("code") or error.get("type")
-            inner = error.get("innererror")
-            if isinstance(inner, Mapping) and inner.get("code"):
-                code = code or inner.get("code")
-                if str(inner.get("code")).lower() in CONTENT_FILTER_CODES:
-                    return "content_filter"
-            return str(code) if code is not None else None
-    return None
-
-
-def _error_message(body: Any, fallback: str) -> str:
-    if isinstance(body, Mapping):
-        error = body.get("error", body)
-        if isinstance(error, Mapping) and error.get("message"):
-            return str(error["message"])
-        if isinstance(error, str):
-            return error
-    if isinstance(body, str) and body.strip():
-        return body.strip()[:500]
-    return fallback
-
-
-def error_from_http(
-    provider: str,
-    status: int,
-    headers: Mapping[str, str] | None = None,
-    body: Any = None,
-    request_id: str | None = None,
-) -> ProviderError:
-    """Classify an HTTP error response (body may be parsed JSON, text, or None)."""
-    code = _error_code(body)
-    message = _error_message(body, f"HTTP {status}")
-    if code and code.lower() in CONTENT_FILTER_CODES:
-        error_type, retryable = "content_filter", False
-    elif status >= 500:
-        error_type, retryable = "server_error", True
-    else:
-        error_type = STATUS_ERROR_TYPES.get(status, "http_error")
-        retryable = status in RETRYABLE_STATUSES
-    return ProviderError(
-        f"{provider}: HTTP {status}: {message}",
-        provider=provider,
-        status_code=status,
-        retryable=retryable,
-        retry_after=parse_retry_after(headers) if retryable else None,
-        error_type=error_type,
-        request_id=request_id,
-    )
-
-
-def error_from_openai(exc: Exception, provider: str) -> ProviderError:
-    """Map an exception raised by the openai SDK."""
-    import openai
-
-    if isinstance(exc, ProviderError):
-        return exc
-    if isinstance(exc, openai.APITimeoutError):
-        return ProviderError(
-            f"{provider}: request timed out", provider, retryable=True, error_type="timeout"
-        )
-    if isinstance(exc, openai.APIConnectionError):
-        return ProviderError(
-            f"{provider}: connection error: {exc}",
-            provider,
-            retryable=True,
-            error_type="connection",
-        )
-    if isinstance(exc, openai.APIStatusError):
-        headers = dict(exc.response.headers) if exc.response is not None else None
-        return error_from_http(
-            provider,
-            exc.status_code,
-            headers,
-            exc.body or exc.message,
-            request_id=getattr(exc, "request_id", None),
-        )
-    if isinstance(exc, openai.APIResponseValidationError | ValueError):
-        # A 2xx whose body is not what the API promises (truncated, not JSON): transient
-        # corruption is the usual cause, so it is worth another attempt.
-        return ProviderError(
-            f"{provider}: malformed response: {exc}",
-            provider,
-            retryable=True,
-            error_type="malformed_response",
-        )
-    return ProviderError(f"{provider}: {type(exc).__name__}: {exc}", provider, error_type="unknown")
-
-
-def error_from_httpx(exc: Exception, provider: str) -> ProviderError:
-    """Map an exception raised by httpx (transport failures)."""
-    import httpx
-
-    if isinstance(exc, ProviderError):
-        return exc
-    if isinstance(exc, httpx.TimeoutException):
-        return ProviderError(
-            f"{provider}: request timed out", provider, retryable=True, error_type="timeout"
-        )
-    if isinstance(exc, httpx.TransportError):
-        return ProviderError(
-            f"{provider}: connection error: {type(exc).__name__}: {exc}",
-            provider,
-            retryable=True,
-            error_type="connection",
-        )
-    return ProviderError(f"{provider}: {type(exc).__name__}: {exc}", provider, error_type="unknown")

@@ -13,16 +13,9 @@ from typing import Any
 
 import httpx
 
-from .base import (
-    BaseLLMProvider,
-    Message,
-    ProviderError,
-    ProviderResponse,
-    clean_api_key,
-    error_from_http,
-    error_from_httpx,
-    scrub_secrets,
-)
+from .base import BaseLLMProvider, Message, ProviderResponse, clean_api_key
+from .errors import ProviderError, error_from_http, error_from_httpx, malformed, scrub_secrets
+from .headers import parse_rate_limit
 from .openai_compatible import DEFAULT_TIMEOUT_S, parse_chat_completion
 
 DEFAULT_BASE_URL = "https://api.hyperbolic.xyz"
@@ -80,16 +73,12 @@ class HyperbolicProvider(BaseLLMProvider):
             )
             raise self._scrub(error)
         if not isinstance(data, dict):
-            raise ProviderError(
-                f"{self.provider_name}: malformed response (HTTP {reply.status_code}, "
-                f"{reply.headers.get('content-type', 'no content type')}): {reply.text[:200]!r}",
-                self.provider_name,
-                retryable=True,
-                error_type="malformed_response",
-                request_id=request_id,
-            )
+            kind = reply.headers.get("content-type", "no content type")
+            detail = f"HTTP {reply.status_code}, {kind}: {reply.text[:200]!r}"
+            raise malformed(self.provider_name, detail, request_id=request_id)
         response = parse_chat_completion(data, self.provider_name, model, started)
         response.metadata["request_id"] = request_id
+        response.rate_limit = parse_rate_limit(reply.headers)
         return response
 
     def _scrub(self, error: ProviderError) -> ProviderError:

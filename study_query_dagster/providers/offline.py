@@ -111,19 +111,12 @@ class OfflineProvider(BaseLLMProvider):
                 request_id=f"offline-{digest[:12]}-{occurrence}",
             )
 
-        last_user = next(
-            (str(m.get("content", "")) for m in reversed(chat) if m.get("role") == "user"), ""
-        )
-        text = f"[offline] reply {digest[:8]} to: {last_user[:500]}"
-        if sample_index is not None:
-            text += f" (sample {sample_index})"
-        finish = "stop"
-        max_tokens = params.get("max_tokens") or params.get("max_completion_tokens")
-        if isinstance(max_tokens, int) and max_tokens > 0 and words(text) > max_tokens:
-            text, finish = " ".join(text.split()[:max_tokens]), "length"
+        message, finish = _reply(chat, params, digest, sample_index)
+        text = message.get("content") or ""
         prompt_tokens = sum(words(str(m.get("content") or "")) for m in chat)
-        completion_tokens = words(text)
+        completion_tokens = words(text) if text else words(json.dumps(message.get("tool_calls")))
         response_id = f"offline-{digest[:24]}"
+        logprobs = _logprobs(text, digest, params) if params.get("logprobs") else None
         return ProviderResponse(
             text=text,
             provider=self.provider_name,
@@ -146,7 +139,98 @@ class OfflineProvider(BaseLLMProvider):
                 "finish_reason": finish,
                 "offline": True,
             },
+            message=message,
+            logprobs=logprobs,
         )
 
     def __repr__(self) -> str:
         return f"OfflineProvider(model={self._model!r}, failure_rate={self.failure_rate})"
+
+
+def _reply(
+    chat: list[Message], params: dict[str, Any], digest: str, sample_index: int | None
+) -> tuple[dict[str, Any], str]:
+    """(assistant message, finish reason): a tool call when the tools and tool_choice ask for
+    one and the user spoke last, else text naming the last user message (or tool result)."""
+    last = chat[-1] if chat else {}
+    tool = _chosen_tool(params)
+    if tool is not None and last.get("role") == "user":
+        call = {
+            "id": f"call_{digest[:12]}",
+            "type": "function",
+            "function": {"name": tool["name"], "arguments": _arguments(tool, _text(last))},
+        }
+        return {"role": "assistant", "content": None, "tool_calls": [call]}, "tool_calls"
+    if last.get("role") == "tool":
+        text = f"[offline] reply {digest[:8]} to tool result: {_text(last)[:500]}"
+    else:
+        last_user = next((_text(m) for m in reversed(chat) if m.get("role") == "user"), "")
+        text = f"[offline] reply {digest[:8]} to: {last_user[:500]}"
+    if sample_index is not None:
+        text += f" (sample {sample_index})"
+    finish = "stop"
+    max_tokens = params.get("max_tokens") or params.get("max_completion_tokens")
+    if isinstance(max_tokens, int) and max_tokens > 0 and words(text) > max_tokens:
+        text, finish = " ".join(text.split()[:max_tokens]), "length"
+    return {"role": "assistant", "content": text}, finish
+
+
+def _text(message: Message) -> str:
+    content = message.get("content")
+    if isinstance(content, list):
+        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return "" if content is None else str(content)
+
+
+def _chosen_tool(params: dict[str, Any]) -> dict[str, Any] | None:
+    """The function the offline model calls: the one `tool_choice` names, else the first tool
+    when tool_choice is "auto" (the default) or "required"; none for "none"."""
+    functions = [t.get("function") for t in params.get("tools") or [] if isinstance(t, dict)]
+    functions = [f for f in functions if isinstance(f, dict) and f.get("name")]
+    choice = params.get("tool_choice", "auto")
+    if not functions or choice == "none":
+        return None
+    if isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name")
+        return next((f for f in functions if f["name"] == name), None)
+    return functions[0]
+
+
+def _arguments(function: dict[str, Any], text: str) -> str:
+    """JSON arguments for `function`: each declared property gets a value of its type."""
+    properties = ((function.get("parameters") or {}).get("properties")) or {}
+    values: dict[str, Any] = {}
+    for name in sorted(properties):
+        kind = (properties[name] or {}).get("type")
+        if kind in ("number", "integer"):
+            values[name] = words(text)
+        elif kind == "boolean":
+            values[name] = True
+        else:
+            values[name] = text[:100]
+    return json.dumps(values, ensure_ascii=False, sort_keys=True)
+
+
+def _logprobs(text: str, digest: str, params: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI-shaped log-probabilities for `text`, one entry per token (a word and the space
+    before it), derived from the request so that they repeat exactly."""
+    rng = random.Random(f"logprobs:{digest}")
+    top = params.get("top_logprobs") or 0
+    tokens = [t if i == 0 else f" {t}" for i, t in enumerate(text.split(" "))] if text else []
+    content = []
+    for token in tokens:
+        logprob = -round(rng.random() * 2.0, 6)
+        alternatives = [{"token": token, "logprob": logprob, "bytes": list(token.encode())}]
+        for k in range(1, top):
+            alt = f"{token.strip()}~{k}"
+            alternatives.append(
+                {
+                    "token": alt,
+                    "logprob": round(logprob - k - rng.random(), 6),
+                    "bytes": list(alt.encode()),
+                }
+            )
+        entry = {"token": token, "logprob": logprob, "bytes": list(token.encode())}
+        entry["top_logprobs"] = alternatives[:top]
+        content.append(entry)
+    return {"content": content, "refusal": None}

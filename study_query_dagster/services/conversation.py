@@ -5,12 +5,17 @@ metadata = the system prompt) whose members are its turns in order; each turn's 
 holds the full message list that was sent and the reply. The history is therefore rebuilt from
 the database alone — the last successful turn's messages plus its reply — and a conversation
 can be resumed by any process. Without a database, history lives in memory.
+
+A reply may be tool calls instead of text: the history keeps them, and `send_turn(...,
+tool_results={call id: result})` sends the results back as `tool` messages.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from ..db import DatabaseConnection, GroupRepository
@@ -90,10 +95,30 @@ class ConversationService:
         it was."""
         if not isinstance(user_message, str):
             raise ValueError("user_message must be a string")
+        return (await self.send_turn(conversation_id, user_message, **params))["response"]
+
+    async def send_turn(
+        self,
+        conversation_id: str,
+        user_message: str | None = None,
+        *,
+        tool_results: Mapping[str, Any] | None = None,
+        **params: Any,
+    ) -> dict[str, Any]:
+        """The next turn: the results of the tool calls the last reply asked for (`{tool call
+        id: result}`, sent as `tool` messages), then `user_message` if given. Returns the
+        result of `run_inference` (its `message` holds the reply as the API returned it, tool
+        calls included)."""
+        if user_message is None and not tool_results:
+            raise ValueError("give a user_message, tool_results or both")
+        if user_message is not None and not isinstance(user_message, str):
+            raise ValueError("user_message must be a string")
         lock = self._locks.setdefault(conversation_id, asyncio.Lock())
         async with lock:
             history = await self._load(conversation_id)
-            messages = [*history, {"role": "user", "content": user_message}]
+            messages = [*history, *_tool_messages(history, tool_results or {})]
+            if user_message is not None:
+                messages.append({"role": "user", "content": user_message})
             turn = sum(1 for m in messages if m["role"] == "user")
             result = await self.inference.run_inference(
                 messages=messages,
@@ -102,9 +127,9 @@ class ConversationService:
                 extra_metadata={"conversation_id": conversation_id, "turn": turn},
                 **params,
             )
-            reply = result["response"]
-            self._history[conversation_id] = [*messages, {"role": "assistant", "content": reply}]
-            return reply
+            reply = _assistant_message(result.get("message"), result["response"])
+            self._history[conversation_id] = [*messages, reply]
+            return result
 
     async def history(self, conversation_id: str) -> list[Message]:
         """The messages so far (system prompt, then user/assistant turns)."""
@@ -135,5 +160,39 @@ class ConversationService:
             last = turns[-1]
             preprocessing = (last.metadata_json or {}).get("preprocessing") or {}
             sent = preprocessing.get("original_messages") or last.request_json["messages"]
-            reply = (last.response_json or {}).get("text", "")
-            return group.id, [*sent, {"role": "assistant", "content": reply}]
+            response = last.response_json or {}
+            reply = _assistant_message(response.get("message"), response.get("text", ""))
+            return group.id, [*sent, reply]
+
+
+def _assistant_message(returned: Mapping[str, Any] | None, text: str | None) -> Message:
+    """The reply as it goes back into the history: its text, or the tool calls it made
+    (without the response-only fields an API would refuse in a request)."""
+    message: Message = {"role": "assistant", "content": text or None}
+    if returned and returned.get("tool_calls"):
+        message["tool_calls"] = returned["tool_calls"]
+    elif message["content"] is None:
+        message["content"] = ""
+    return message
+
+
+def _tool_messages(history: list[Message], results: Mapping[str, Any]) -> list[Message]:
+    """`tool` messages answering the last reply's tool calls, in the order it made them."""
+    if not results:
+        return []
+    last = history[-1] if history else {}
+    asked = [c.get("id") for c in last.get("tool_calls") or [] if isinstance(c, Mapping)]
+    unknown = sorted(set(results) - set(asked))
+    if unknown:
+        raise ValueError(
+            f"tool_results for {unknown}: the last reply asked for {asked or 'no tool calls'}"
+        )
+    return [
+        {"role": "tool", "tool_call_id": call_id, "content": _tool_content(results[call_id])}
+        for call_id in asked
+        if call_id in results
+    ]
+
+
+def _tool_content(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)

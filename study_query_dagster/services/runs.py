@@ -201,6 +201,16 @@ class RunView:
         ]
 
     @property
+    def unfinished_items(self) -> list[str]:
+        """Keys of items with no answer yet: never captured, or failed in a way another
+        attempt could change (not a final refusal)."""
+        return [
+            i.key
+            for i in self.prompt_set.work_items()
+            if self.state.outcome(item_request_hash(i)) in ("unfinished", "missing")
+        ]
+
+    @property
     def failed_calls(self) -> int:
         return sum(1 for c in self.state.calls if c.status != "success")
 
@@ -324,6 +334,11 @@ async def execute_prompt_set(
         len(pending),
     )
 
+    # Positions in the run group follow the items' order (prompt, target, sample), after
+    # whatever earlier executions of this run added: unique whichever call finishes first.
+    with db.session_scope() as session:
+        base = GroupRepository(session).max_position(run_group_id)
+    positions = {item.key: base + rank for rank, item in enumerate(pending, start=1)}
     by_target: dict[str, list[WorkItem]] = {}
     for item in pending:
         by_target.setdefault(item.target_label, []).append(item)
@@ -336,6 +351,8 @@ async def execute_prompt_set(
                     {
                         "messages": item.messages,
                         "sample_index": item.sample_index,
+                        "params": item.params,  # per item: samples may differ in seed
+                        "position": positions[item.key],
                         "extra_metadata": {
                             "item_key": item.key,
                             "prompt_id": item.prompt_id,
@@ -347,7 +364,6 @@ async def execute_prompt_set(
                 group_id=run_group_id,
                 extra_metadata={"prompt_set": prompt_set.name, **(extra_metadata or {})},
                 cache=prompt_set.cache,
-                **first.params,
             )
 
     if by_target:
@@ -355,7 +371,9 @@ async def execute_prompt_set(
 
     after = load_item_state(db, run_group_id)
     with db.session_scope() as session:
-        GroupRepository(session).add_group_members(prompt_set_group_id, [c.id for c in after.calls])
+        groups = GroupRepository(session)
+        in_order = [m.call_id for m in groups.get_group_members(run_group_id)]
+        groups.add_group_members(prompt_set_group_id, in_order)
     outcomes = Counter(after.outcome(hashes[i.key]) for i in items)
     unfinished = [i.key for i in items if after.outcome(hashes[i.key]) in ("unfinished", "missing")]
     return ExecutionReport(

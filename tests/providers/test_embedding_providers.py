@@ -92,7 +92,7 @@ async def test_azure_routes_the_deployment_with_api_key_and_version(llm_server):
     [
         (Fault(status=429, retry_after=7), "rate_limit", True, 429),
         (Fault(status=502), "server_error", True, 502),
-        (Fault(kind="drop"), "connection", True, None),
+        (Fault(kind="drop"), "connection_closed", True, None),
         (Fault(status=400), "bad_request", False, 400),
         (Fault(kind="malformed"), "malformed_response", True, None),
         (

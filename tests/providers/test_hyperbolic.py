@@ -64,7 +64,7 @@ async def test_finish_reason_length(hyperbolic, llm_server):
             False,
         ),
         (Fault(status=401), "authentication", 401, False),
-        (Fault(kind="drop"), "connection", None, True),
+        (Fault(kind="drop"), "connection_closed", None, True),
         (Fault(kind="malformed"), "malformed_response", None, True),
     ],
 )

@@ -97,7 +97,7 @@ async def test_azure_sends_deployment_path_api_version_and_api_key(azure_provide
         (Fault(status=401), "authentication", 401, False, None),
         (Fault(status=404), "not_found", 404, False, None),
         (Fault(kind="content_filter"), "content_filter", 400, False, None),
-        (Fault(kind="drop"), "connection", None, True, None),
+        (Fault(kind="drop"), "connection_closed", None, True, None),
         (Fault(kind="malformed"), "malformed_response", None, True, None),
     ],
 )

@@ -82,6 +82,38 @@ async def test_a_conversation_resumes_from_the_database_in_a_fresh_service(db):
     assert len(await fresh.history(cid)) == 4
 
 
+WEATHER = {
+    "type": "function",
+    "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {}}},
+}
+
+
+async def test_tool_results_are_fed_back_and_the_history_keeps_the_tool_calls(
+    db, provider, llm_server
+):
+    chat = ConversationService(InferenceService(provider, db))
+    cid = await chat.start("Use tools.")
+    asked = await chat.send_turn(cid, "Weather in Oslo?", tools=[WEATHER])
+    [call] = asked["message"]["tool_calls"]
+    assert call["function"]["name"] == "get_weather"
+    answered = await chat.send_turn(
+        cid, tool_results={call["id"]: {"celsius": 21}}, tools=[WEATHER]
+    )
+    assert answered["response"] == 'tool said: {"celsius": 21}'
+    sent = llm_server.requests[-1].body["messages"]
+    assert sent[-2] == {"role": "assistant", "content": None, "tool_calls": [call]}
+    assert sent[-1] == {"role": "tool", "tool_call_id": call["id"], "content": '{"celsius": 21}'}
+    with pytest.raises(ValueError, match="the last reply asked for no tool calls"):
+        await chat.send_turn(cid, tool_results={"call_unknown": "x"})
+
+    # Another service rebuilds the same history from the database, tool call included.
+    fresh = ConversationService(InferenceService(provider, db))
+    history = await fresh.history(cid)
+    assert [m["role"] for m in history] == ["system", "user", "assistant", "tool", "assistant"]
+    assert history[2]["tool_calls"] == [call]
+    assert await fresh.send(cid, "Thanks!") == "echo: Thanks!"
+
+
 RESUME_SCRIPT = textwrap.dedent(
     """
     import asyncio, json, sys

@@ -10,6 +10,7 @@ import logging
 import threading
 
 import numpy as np
+import psycopg2.extensions
 import pytest
 from sqlalchemy import event, func, select, text
 
@@ -145,25 +146,46 @@ async def test_cache_hit_returns_the_stored_vector_without_a_provider_call(db, l
     np.testing.assert_allclose(fresh.vector, fake_embedding(fresh.text, 16), rtol=1e-6)
 
 
+def traced_connection(db: DatabaseConnection) -> tuple[DatabaseConnection, list[str]]:
+    """Another connection to `db`'s database whose driver reports each statement it runs:
+    sqlite3's trace callback, or a psycopg2 cursor class (COPY goes past SQLAlchemy's events)."""
+    statements: list[str] = []
+    if db.dialect == "sqlite":
+        traced = DatabaseConnection(db.url)
+        event.listen(
+            traced.engine, "connect", lambda conn, _: conn.set_trace_callback(statements.append)
+        )
+        return traced, statements
+
+    class TracedCursor(psycopg2.extensions.cursor):
+        def execute(self, query, vars=None):
+            statements.append(str(query))
+            return super().execute(query, vars)
+
+        def copy_expert(self, sql, file, size=8192):
+            statements.append(str(sql))
+            return super().copy_expert(sql, file, size)
+
+    return DatabaseConnection(db.url, connect_args={"cursor_factory": TracedCursor}), statements
+
+
 async def test_a_batch_is_looked_up_with_one_query_per_chunk(db, llm_server):
     texts = [f"answer number {i}" for i in range(2500)]
     async with EmbeddingService(db, OfflineEmbeddingProvider(16)) as warmup:
-        await warmup.get_embeddings_batch(texts)
+        stored = await warmup.get_embeddings_batch(texts)
 
-    statements: list[str] = []
-
-    def record(conn, cursor, statement, *args):
-        if "FROM embedding_vectors" in statement:
-            statements.append(statement)
-
-    event.listen(db.engine, "before_cursor_execute", record)
+    traced, statements = traced_connection(db)
     try:
-        async with EmbeddingService(db, OfflineEmbeddingProvider(16)) as cold_lru:
+        async with EmbeddingService(traced, OfflineEmbeddingProvider(16)) as cold_lru:
             responses = await cold_lru.get_embeddings_batch(texts)
     finally:
-        event.remove(db.engine, "before_cursor_execute", record)
+        traced.dispose()
     assert all(r.cached for r in responses)
-    assert len(statements) == 3  # ceil(2500 / 1000), not 2500
+    assert [(r.embedding_id, r.raw_call_id, r.vector) for r in responses] == [
+        (r.embedding_id, r.raw_call_id, r.vector) for r in stored
+    ]
+    lookups = [s for s in statements if "embedding_vectors" in s.lower()]
+    assert len(lookups) == 3, lookups  # ceil(2500 / 1000), not 2500
 
 
 async def test_mixed_batch_gives_each_item_its_result_with_the_expected_calls(db, llm_server):
@@ -281,7 +303,7 @@ async def test_retry_resolves_transient_errors(db, llm_server, fault):
     assert call.metadata_json["attempts"] == 3
     expected = {502: "server_error", 429: "rate_limit"}.get(fault.status, "connection")
     if fault.kind == "drop":
-        expected = "connection"
+        expected = "connection_closed"  # the server closed it without answering
     retried = call.metadata_json["retried_errors"]
     assert [e["type"] for e in retried] == [expected, expected]
     if fault.retry_after:  # Retry-After honoured, twice

@@ -72,6 +72,8 @@ async def test_success_is_captured_in_the_contract_format(db, provider, llm_serv
         "text": "echo: What is 2 + 2?",
         "finish_reason": "stop",
         "id": llm_server_reply_id(row),
+        # the assistant message exactly as the server sent it
+        "message": {"role": "assistant", "content": "echo: What is 2 + 2?", "refusal": None},
     }
     assert row.tokens_json == {"prompt_tokens": 5, "completion_tokens": 6, "total_tokens": 11}
     assert row.error_json is None and row.latency_ms > 0

@@ -47,7 +47,7 @@ async def test_token_bucket_waits_for_debt_to_refill():
     assert bucket.capacity == 10
     assert await bucket.acquire(50) == 10  # capped at capacity, granted at once
     bucket.adjust(5)  # the call really used 15: 5 of debt
-    manual.advance(0.2)  # 2 units refill meanwhile
+    await manual.advance(0.2)  # 2 units refill meanwhile
     await bucket.acquire(1)
     assert manual.waited == pytest.approx(0.4)  # 5 - 2 of debt plus 1 unit, at 10/s
     assert bucket.waited_s == pytest.approx(0.4)

@@ -9,7 +9,15 @@ Endpoints
 
 Replies are deterministic: a chat reply is "echo: <last user message>" (plus the sample seed,
 if any), usage counts whitespace tokens; an embedding is a unit vector derived from the text's
-sha256 (`dimensions` components, default 16), returned as floats or base64 float32.
+sha256 (`dimensions` components, default 16), returned as floats or base64 float32. A request
+with `tools` (and `tool_choice` other than "none") whose last message is the user's gets a tool
+call instead; after a `tool` message the reply echoes the tool's result. `logprobs: true` adds
+deterministic per-word log-probabilities (`top_logprobs` alternatives each). `message_fn`
+replaces the assistant message altogether (content parts, refusals...).
+
+Quota: `quota = Quota(requests=N, window_s=W)` enforces N requests per fixed window of W
+seconds: every response carries OpenAI's `x-ratelimit-*` headers, and a request over the quota
+gets a 429 with `retry-after-ms` (until the window ends), recorded with fault "quota".
 
 Faults: `script(Fault(...), ..., match="embeddings")` queues faults consumed in order by the
 next matching requests; `fault_fn(request) -> Fault | None` decides per request (storms);
@@ -28,8 +36,10 @@ import base64
 import contextlib
 import hashlib
 import json
+import math
 import select
 import socket
+import struct
 import sys
 import threading
 import time
@@ -47,6 +57,8 @@ class Fault:
     """What to do instead of answering normally.
 
     kind: "status" (HTTP `status` with an OpenAI-style error body, or `body` verbatim),
+    "detail" (HTTP `status` with FastAPI's body, {"detail": `body`}), "reset" (close the
+    connection with a TCP reset),
     "hang" (send nothing for `hang_s` seconds, or never with `hang_s=None`, then close; a
     client that gives up first ends the hang), "drop" (close the connection without a response),
     "malformed" (200 with a truncated JSON body), "content_filter" (Azure's 400 refusal),
@@ -60,6 +72,42 @@ class Fault:
     body: str | None = None
     content_type: str = "application/json"
     hang_s: float | None = 30.0
+
+
+@dataclass
+class Quota:
+    """At most `requests` requests per fixed window of `window_s` seconds (windows start at the
+    first request the quota sees)."""
+
+    requests: int
+    window_s: float = 1.0
+    started: float | None = None
+    window: int = -1
+    used: int = 0
+    refused: int = 0  # 429s sent
+
+    def take(self, now: float) -> tuple[bool, dict[str, str]]:
+        """(allowed, the x-ratelimit headers to send) for one request arriving at `now`."""
+        if self.started is None:
+            self.started = now
+        window = int((now - self.started) // self.window_s)
+        if window != self.window:
+            self.window, self.used = window, 0
+        allowed = self.used < self.requests
+        if allowed:
+            self.used += 1
+        else:
+            self.refused += 1
+        ends = self.started + (window + 1) * self.window_s
+        reset_ms = max(math.ceil((ends - now) * 1000), 1)
+        headers = {
+            "x-ratelimit-limit-requests": str(self.requests),
+            "x-ratelimit-remaining-requests": str(self.requests - self.used),
+            "x-ratelimit-reset-requests": f"{reset_ms}ms",
+        }
+        if not allowed:
+            headers["retry-after-ms"] = str(reset_ms)
+        return allowed, headers
 
 
 @dataclass
@@ -85,6 +133,29 @@ def words(text: str) -> int:
     return len(text.split())
 
 
+def fake_logprobs(text: str, top: int) -> dict:
+    """Per-word log-probabilities derived from the text (so they repeat exactly)."""
+    content = []
+    for i, word in enumerate(text.split(" ") if text else []):
+        token = word if i == 0 else f" {word}"
+        digest = hashlib.sha256(f"{i}:{token}".encode()).digest()
+        logprob = -round(digest[0] / 64, 4)
+        alternatives = [{"token": token, "logprob": logprob, "bytes": list(token.encode())}]
+        alternatives += [
+            {"token": f"{word}#{k}", "logprob": round(logprob - k, 4), "bytes": None}
+            for k in range(1, top)
+        ]
+        content.append(
+            {
+                "token": token,
+                "logprob": logprob,
+                "bytes": list(token.encode()),
+                "top_logprobs": alternatives[:top],
+            }
+        )
+    return {"content": content, "refusal": None}
+
+
 def fake_embedding(text: str, dimensions: int) -> list[float]:
     seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
     vector = np.random.default_rng(seed).normal(size=dimensions)
@@ -107,6 +178,9 @@ class FakeLLMServer:
         self.reply_fn: Callable[[RecordedRequest], str] | None = None
         # (request, text, dimensions) -> vector, instead of the deterministic fake_embedding.
         self.embedding_fn: Callable[[RecordedRequest, str, int], list[float]] | None = None
+        # request -> the assistant message to answer with (instead of the echo or a tool call)
+        self.message_fn: Callable[[RecordedRequest], dict] | None = None
+        self.quota: Quota | None = None
         # Answer `default_dimensions` components whatever `dimensions` asks (as some servers do).
         self.ignore_dimensions = False
         self.require_auth = True
@@ -156,6 +230,8 @@ class FakeLLMServer:
         self.fault_fn = None
         self.reply_fn = None
         self.embedding_fn = None
+        self.message_fn = None
+        self.quota = None
         self.ignore_dimensions = False
         self.require_auth = True
         self.max_in_flight = self.in_flight
@@ -223,6 +299,12 @@ class FakeLLMServer:
         if self.fault_fn is not None:
             return self.fault_fn(request)
         return None
+
+    def _take_quota(self, request: RecordedRequest) -> tuple[bool, dict[str, str]]:
+        with self._lock:
+            if self.quota is None:
+                return True, {}
+            return self.quota.take(time.monotonic())
 
     def _enter(self) -> None:
         with self._lock:
@@ -294,8 +376,14 @@ class _Handler(BaseHTTPRequestHandler):
         )
         fault = self.fake._next_fault(request)
         request.fault = fault.kind if fault else None
+        allowed, self.rate_headers = self.fake._take_quota(request)
+        if not allowed and fault is None:
+            request.fault = "quota"
         self.fake._record(request)
         self.fake._pass_gate(request)
+        if request.fault == "quota":
+            self._send_error(429, "rate_limit_exceeded", "Rate limit reached for requests")
+            return
 
         if self.fake.latency_s:
             self.fake.wait(self.fake.latency_s)
@@ -361,8 +449,60 @@ class _Handler(BaseHTTPRequestHandler):
     def _chat_reply(self, request: RecordedRequest, deployment: str | None) -> dict:
         body = request.body
         messages = body.get("messages") or []
+        number = len(self.fake.requests)
+        prompt_tokens = sum(words(str(m.get("content") or "")) for m in messages)
+        message, finish = self._assistant_message(request, number)
+        text = message.get("content") if isinstance(message.get("content"), str) else ""
+        completion_tokens = words(text) if text else 1
+        if text and body.get("max_tokens") and completion_tokens > body["max_tokens"]:
+            text = " ".join(text.split()[: body["max_tokens"]])
+            message = {**message, "content": text}
+            completion_tokens, finish = body["max_tokens"], "length"
+        choice = {"index": 0, "message": message, "finish_reason": finish}
+        if body.get("logprobs"):
+            choice["logprobs"] = fake_logprobs(text, int(body.get("top_logprobs") or 0))
+        return {
+            "id": f"chatcmpl-fake-{number}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": deployment or body.get("model"),
+            "choices": [choice],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+        }
+
+    def _assistant_message(self, request: RecordedRequest, number: int) -> tuple[dict, str]:
+        """(assistant message, finish reason) for a chat request."""
+        body = request.body
+        messages = body.get("messages") or []
+        if self.fake.message_fn is not None:
+            return self.fake.message_fn(request), "stop"
+        last = messages[-1] if messages else {}
+        tools = [t.get("function", {}) for t in body.get("tools") or []]
+        choice = body.get("tool_choice", "auto")
+        if tools and choice != "none" and last.get("role") == "user":
+            if isinstance(choice, dict):
+                name = choice.get("function", {}).get("name")
+            else:
+                name = tools[0].get("name")
+            call = {
+                "id": f"call_fake_{number}",
+                "type": "function",
+                "function": {"name": name, "arguments": json.dumps({"q": last.get("content")})},
+            }
+            return {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [call],
+                "refusal": None,
+            }, "tool_calls"
         if self.fake.reply_fn is not None:
             text = self.fake.reply_fn(request)
+        elif last.get("role") == "tool":
+            text = f"tool said: {last.get('content')}"
         else:
             last_user = next(
                 (m.get("content") for m in reversed(messages) if m.get("role") == "user"), ""
@@ -370,31 +510,7 @@ class _Handler(BaseHTTPRequestHandler):
             text = f"echo: {last_user}"
             if body.get("seed") is not None:
                 text += f" [seed {body['seed']}]"
-        prompt_tokens = sum(words(str(m.get("content", ""))) for m in messages)
-        completion_tokens = words(text)
-        finish = "stop"
-        if body.get("max_tokens") and completion_tokens > body["max_tokens"]:
-            text = " ".join(text.split()[: body["max_tokens"]])
-            completion_tokens, finish = body["max_tokens"], "length"
-        number = len(self.fake.requests)
-        return {
-            "id": f"chatcmpl-fake-{number}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": deployment or body.get("model"),
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": text},
-                    "finish_reason": finish,
-                }
-            ],
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-            },
-        }
+        return {"role": "assistant", "content": text, "refusal": None}, "stop"
 
     def _embedding_reply(self, request: RecordedRequest, deployment: str | None) -> dict:
         body = request.body
@@ -430,6 +546,14 @@ class _Handler(BaseHTTPRequestHandler):
             self._drop()
         elif fault.kind == "drop":
             self._drop()
+        elif fault.kind == "reset":
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                linger = struct.pack("ii", 1, 0)  # close with RST, not FIN
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+                self.connection.close()
+        elif fault.kind == "detail":
+            self._send_json(fault.status, {"detail": fault.body or "Not Found"})
         elif fault.kind == "malformed":
             self._send_raw(200, b'{"id": "chatcmpl-broken", "choices": [{"mess', "application/json")
         elif fault.kind == "content_filter":
@@ -494,7 +618,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))
             self.send_header("x-request-id", f"req-{len(self.fake.requests)}")
-            for key, value in (headers or {}).items():
+            for key, value in {**getattr(self, "rate_headers", {}), **(headers or {})}.items():
                 self.send_header(key, value)
             self.end_headers()
             self.wfile.write(data)

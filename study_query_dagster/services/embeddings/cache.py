@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from ...db import DatabaseConnection, VectorStore
 from ..retry import RetryPolicy
@@ -31,6 +31,17 @@ class LRU:
         self._data.move_to_end(key)
         while len(self._data) > self.size:
             self._data.popitem(last=False)
+
+    def put_many(self, entries: dict[str, CacheEntry]) -> None:
+        if self.size <= 0:
+            return
+        data = self._data
+        for key, entry in entries.items():
+            if key in data:
+                data.move_to_end(key)  # refreshed: the most recent again
+            data[key] = entry
+        while len(data) > self.size:
+            data.popitem(last=False)
 
     def __len__(self) -> int:
         return len(self._data)
@@ -59,21 +70,27 @@ class EmbeddingCache:
         self.stats["lru_hits"] += len(found)
         return found, missing
 
-    async def from_db(self, hashes: Sequence[str]) -> dict[str, CacheEntry]:
-        """The entries stored for these hashes (absent ones left out), now also in the LRU.
-        Raises when the database stays unreachable through the retries."""
-        if not hashes:
+    async def from_db(self, models: Mapping[str, str]) -> dict[str, CacheEntry]:
+        """The entries stored for these hashes (`models` maps each to its model; absent ones
+        are left out), now also in the LRU. Raises when the database stays unreachable
+        through the retries."""
+        if not models:
             return {}
-        stored = await asyncio.to_thread(with_db_retry, self.retry, self._read, hashes)
+        stored = await asyncio.to_thread(with_db_retry, self.retry, self._read, models)
         self.stats["db_hits"] += len(stored)
         self.remember(stored)
         return stored
 
     def remember(self, entries: dict[str, CacheEntry]) -> None:
-        for request_hash, entry in entries.items():
-            self.lru.put(request_hash, entry)
+        self.lru.put_many(entries)
 
-    def _read(self, hashes: Sequence[str]) -> dict[str, CacheEntry]:
-        with self.db.session_scope() as session:
-            rows = VectorStore(session).embeddings_by_hash(hashes)
-            return {h: CacheEntry.of(row) for h, row in rows.items()}
+    def _read(self, models: Mapping[str, str]) -> dict[str, CacheEntry]:
+        by_model: dict[str, list[str]] = {}
+        for request_hash, model in models.items():
+            by_model.setdefault(model, []).append(request_hash)
+        found: dict[str, CacheEntry] = {}
+        with self.db.read_session() as session:
+            store = VectorStore(session)
+            for model, hashes in by_model.items():
+                found.update(store.vectors_by_hash(hashes, model))
+        return found

@@ -12,7 +12,7 @@ from ...db import DatabaseConnection, GroupRepository, RawCallRepository, Vector
 from ...log import get_logger
 from ..request_identity import EMBEDDING_KEY_VERSION, canonical_json, sha256_hex
 from ..retry import RetryPolicy
-from .models import CacheEntry, Call, CallOutcome
+from .models import CacheEntry, Call, CallOutcome, entry_of, readonly_rows
 from .retrying import with_db_retry
 
 logger = get_logger(__name__)
@@ -81,7 +81,8 @@ class CallCapture:
         outcome, key, texts, hashes = call.outcome, call.key, call.texts, call.hashes
         result = outcome.result
         assert result is not None
-        vectors = result.array if result.array is not None else np.asarray(result, np.float32)
+        array = result.array if result.array is not None else np.asarray(result, np.float32)
+        vectors = readonly_rows(array)
         with self.db.session_scope() as session:
             call_id = RawCallRepository(session).insert_raw_call(
                 provider=self.provider_name,
@@ -115,11 +116,11 @@ class CallCapture:
             store = VectorStore(session)
             ids = store.insert_embedding_vectors(rows, ignore_duplicates=True)
             entries = {
-                hashes[i]: CacheEntry(vectors[i], embedding_id, call_id, key.model, texts[i])
+                hashes[i]: CacheEntry(embedding_id, call_id, key.model, vectors[i])
                 for i, embedding_id in zip(order, ids, strict=True)
             }
             for row in store.stored_by_other_calls(ids, call_id):
-                entries[row.request_hash] = CacheEntry.of(row)
+                entries[row.request_hash] = entry_of(row)
         logger.info(
             "embedded %d texts provider=%s model=%s call_id=%s in %.0f ms (attempts=%d)",
             len(texts),

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from ...db import StoredVector
 from ...providers.base import ProviderError
 from ...providers.embeddings import EmbeddingResult
 
@@ -120,9 +121,9 @@ class RequestKey:
     encoding_format: str
 
 
-@dataclass
-class PreparedItem:
-    """One input after validation, normalisation and truncation: a hash to look up, or an error."""
+class PreparedItem(NamedTuple):
+    """One input after validation, normalisation and truncation: a hash to look up, or an error.
+    A tuple, because a warm batch makes one per item."""
 
     index: int
     key: RequestKey | None = None
@@ -133,24 +134,22 @@ class PreparedItem:
     error: EmbeddingError | None = None
 
 
-@dataclass(frozen=True)
-class CacheEntry:
-    """A stored embedding, as the LRU keeps it and responses share it."""
+# A stored embedding as the LRU keeps it and responses share it: (id, call_id, model, vector),
+# the vector read-only. A tuple, because a warm batch makes thousands of them.
+CacheEntry = StoredVector
 
-    vector: np.ndarray
-    embedding_id: int
-    raw_call_id: int
-    model: str
-    text: str | None
 
-    def __post_init__(self):
-        self.vector.flags.writeable = False  # shared by the LRU and every response
+def readonly_rows(matrix: np.ndarray) -> list[np.ndarray]:
+    """The rows of a float32 matrix as read-only vectors (one flag for all of them)."""
+    matrix = np.asarray(matrix, dtype=np.float32)
+    matrix.flags.writeable = False
+    return list(matrix)
 
-    @classmethod
-    def of(cls, row: Any) -> CacheEntry:
-        """From a `StoredEmbedding` or an `EmbeddingVector` row."""
-        vector = np.asarray(row.vector, dtype=np.float32)
-        return cls(vector, row.id, row.call_id, row.model, row.text)
+
+def entry_of(row: Any) -> CacheEntry:
+    """The cache entry of an `EmbeddingVector` row."""
+    [vector] = readonly_rows(np.asarray([row.vector], dtype=np.float32))
+    return CacheEntry(row.id, row.call_id, row.model, vector)
 
 
 @dataclass

@@ -54,20 +54,49 @@ class RequestPreparer:
     """Turns inputs into `PreparedItem`s for one provider.
 
     `token_limits` maps a model to its per-input limit (`default_token_limit` otherwise, None
-    meaning no limit); `token_counter` counts a text's tokens.
+    meaning no limit); `token_counter` counts a text's tokens, for those limits and, with
+    `count_tokens`, for a per-call budget.
     """
 
     provider_name: str
     default_token_limit: int | None
     token_limits: Mapping[str, int | None]
     token_counter: Callable[[str], int] = utf8_token_bound
+    # Count tokens even without a per-input limit (when calls have a token budget).
+    count_tokens: bool = True
 
     def prepare_all(self, items: Any, defaults: EmbeddingRequest) -> list[PreparedItem]:
-        """One prepared item per input, in input order."""
-        return [self.prepare(i, item, defaults) for i, item in enumerate(items)]
+        """One prepared item per input, in input order.
+
+        A plain text under valid batch defaults within its token limit takes a short path
+        (defaults checked and hash frame built once per batch, not per item): a warm batch
+        spends most of its time here. Anything else goes through `prepare`."""
+        try:
+            check_model(defaults.model, "defaults")
+            check_dimensions(defaults.dimensions, "defaults")
+            check_format(defaults.encoding_format, "defaults")
+        except ValueError:
+            return [self.prepare(i, item, defaults) for i, item in enumerate(items)]
+        key = RequestKey(defaults.model, defaults.dimensions, defaults.encoding_format)
+        prefix, suffix = embedding_hash_frame(
+            self.provider_name, key.model, key.dimensions, key.encoding_format
+        )
+        limit = self.token_limits.get(key.model, self.default_token_limit)
+        counter = self.token_counter if limit is not None or self.count_tokens else None
+        out = []
+        for index, item in enumerate(items):
+            text = normalize_text(item) if type(item) is str else ""
+            tokens = counter(text) if counter is not None and text else 0
+            if not text or (limit is not None and tokens > limit):
+                out.append(self.prepare(index, item, defaults))  # an error, or truncation
+            else:
+                request_hash = hash_in_frame(prefix, text, suffix)
+                # tuple.__new__: half the cost of the NamedTuple's own Python-level __new__.
+                fields = (index, key, text, request_hash, tokens, False, None)
+                out.append(tuple.__new__(PreparedItem, fields))
+        return out
 
     def prepare(self, index: int, item: Any, defaults: EmbeddingRequest) -> PreparedItem:
-        out = PreparedItem(index)
         request = item if isinstance(item, EmbeddingRequest) else EmbeddingRequest(item)
         model = request.model or defaults.model
         dimensions = request.dimensions if request.dimensions is not None else defaults.dimensions
@@ -79,42 +108,34 @@ class RequestPreparer:
             check_dimensions(dimensions, where)
             check_format(encoding_format, where)
         except ValueError as exc:
-            out.error = EmbeddingError("invalid_input", str(exc))
-            return out
-        out.key = RequestKey(model, dimensions, encoding_format)
+            return PreparedItem(index, error=EmbeddingError("invalid_input", str(exc)))
+        key = RequestKey(model, dimensions, encoding_format)
         if not isinstance(request.text, str):
-            out.error = EmbeddingError(
-                "invalid_input",
-                f"{where}: text must be a string (got {type(request.text).__name__})",
-            )
-            return out
+            problem = f"{where}: text must be a string (got {type(request.text).__name__})"
+            return PreparedItem(index, key, error=EmbeddingError("invalid_input", problem))
         text = normalize_text(request.text)
         if not text:
-            out.error = EmbeddingError(
-                "invalid_input",
-                f"{where}: text is empty after normalisation (got {request.text[:40]!r})",
-            )
-            return out
+            problem = f"{where}: text is empty after normalisation (got {request.text[:40]!r})"
+            return PreparedItem(index, key, error=EmbeddingError("invalid_input", problem))
         limit = self.token_limits.get(model, self.default_token_limit)
-        tokens = self.token_counter(text)
+        tokens = self.token_counter(text) if limit is not None or self.count_tokens else 0
+        truncated = False
         if limit is not None and tokens > limit:
             if not truncate:
                 counter = getattr(self.token_counter, "__name__", "the token counter")
-                out.error = EmbeddingError(
-                    "too_long",
+                problem = (
                     f"{where}: about {tokens} tokens (counted with {counter}) exceeds the "
-                    f"{limit}-token limit of {model}; pass truncate=True to cut it",
+                    f"{limit}-token limit of {model}; pass truncate=True to cut it"
                 )
-                return out
+                return PreparedItem(index, key, error=EmbeddingError("too_long", problem))
             text = self.truncate(text, limit)
             tokens = self.token_counter(text)
-            out.truncated = True
-        out.text, out.tokens = text, tokens
+            truncated = True
         prefix, suffix = embedding_hash_frame(
             self.provider_name, model, dimensions, encoding_format
         )
-        out.request_hash = hash_in_frame(prefix, text, suffix)
-        return out
+        request_hash = hash_in_frame(prefix, text, suffix)
+        return PreparedItem(index, key, text, request_hash, tokens, truncated)
 
     def truncate(self, text: str, limit: int) -> str:
         """The longest prefix within `limit` tokens (binary search: any counter works)."""

@@ -115,11 +115,13 @@ class EmbeddingService:
         self.group_id = group_id
         self.metadata = dict(metadata or {})
         self.retry = retry or DEFAULT_RETRY
+        max_tokens_per_call = max_tokens_per_call or provider.max_request_tokens
         self.preparer = RequestPreparer(
             self.provider_name,
             provider.default_token_limit,
             dict(token_limits or {}),
             token_counter,
+            count_tokens=max_tokens_per_call is not None,
         )
         self.cache = EmbeddingCache(db, self.retry, cache_size)
         self.caller = EmbeddingCaller(provider, self.retry, concurrency)
@@ -130,7 +132,7 @@ class EmbeddingService:
             self.capture,
             self.deployments,
             max_inputs=max_batch_size,
-            max_tokens=max_tokens_per_call or provider.max_request_tokens,
+            max_tokens=max_tokens_per_call,
         )
         self.search = SimilaritySearch(db)
         self._known_groups: set[int] = set()
@@ -215,8 +217,9 @@ class EmbeddingService:
         hashes = [p.request_hash for p in valid]
 
         found, lookup = self.cache.from_lru(hashes)
+        models = {p.request_hash: p.key.model for p in valid}
         try:
-            stored = await self.cache.from_db(lookup)
+            stored = await self.cache.from_db({h: models[h] for h in lookup})
         except Exception as exc:  # the database stayed unreachable through the retries
             logger.exception("embedding cache lookup failed; no API call made")
             error = EmbeddingError("storage_error", f"the cache lookup failed: {exc}")
@@ -370,26 +373,28 @@ class EmbeddingService:
                 truncated=item.truncated,
                 error=error,
             )
+        size = len(entry.vector)
         dimensions = item.key.dimensions if item.key else None
-        if dimensions is not None and entry.vector.size != dimensions:
+        if dimensions is not None and size != dimensions:
             # Stored before mismatched sizes were refused: not served as if it fitted.
             error = EmbeddingError(
                 "dimension_mismatch",
-                f"the stored embedding {entry.embedding_id} has {entry.vector.size} dimensions "
+                f"the stored embedding {entry.id} has {size} dimensions "
                 f"but {dimensions} were asked for",
-                raw_call_id=entry.raw_call_id,
+                raw_call_id=entry.call_id,
             )
             return EmbeddingResponse(
                 None, model, None, item.request_hash, text=item.text, error=error
             )
+        # Positional: a warm batch makes one per item, and keywords cost twice as much.
         return EmbeddingResponse(
-            array=entry.vector,
-            model=entry.model,
-            dimension=int(entry.vector.size),
-            request_hash=item.request_hash,
-            cached=item.request_hash in cached,
-            raw_call_id=entry.raw_call_id,
-            embedding_id=entry.embedding_id,
-            text=item.text,
-            truncated=item.truncated,
+            entry.vector,
+            entry.model,
+            size,
+            item.request_hash,
+            item.request_hash in cached,
+            entry.call_id,
+            entry.id,
+            item.text,
+            item.truncated,
         )

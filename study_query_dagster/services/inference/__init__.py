@@ -8,13 +8,15 @@
 | `dedup` | identical in-flight requests share one call and one row |
 | `batching` | the worker pool behind `run_batch` / `run_sampling` |
 | `store`, `capture` | the database side: lookups, groups, group-commit writes |
-| `rate_limits` | `TokenBucket`, `ProviderLimits` (concurrency and RPM/TPM per provider) |
+| `rate_limits`, `quota`, `clock` | `TokenBucket`, `ProviderLimits` (concurrency and RPM/TPM per provider), `QuotaGate` (the quota the server reports, per model) |
 | `service` | `InferenceService`, the front door |
 """
 
 from .batching import BatchResults
 from .capture import CaptureWriter, Membership
-from .rate_limits import Clock, ProviderLimits, TokenBucket
+from .clock import Clock
+from .quota import QuotaGate
+from .rate_limits import ProviderLimits, TokenBucket
 from .requests import RESERVED_METADATA_KEYS, compute_request_hash
 from .service import InferenceService
 
@@ -26,6 +28,7 @@ __all__ = [
     "InferenceService",
     "Membership",
     "ProviderLimits",
+    "QuotaGate",
     "TokenBucket",
     "compute_request_hash",
 ]

@@ -1,5 +1,6 @@
 """Sending one request: each attempt under the provider's limits (a concurrency slot, RPM/TPM
-buckets), failed attempts retried by the one `RetryPolicy` and recorded for the capture."""
+buckets, the adaptive quota gate), failed attempts retried by the one `RetryPolicy` and
+recorded for the capture."""
 
 from __future__ import annotations
 
@@ -94,7 +95,10 @@ class AttemptRunner:
         async with limits.semaphore():
             if limits.rpm is not None:
                 await limits.rpm.acquire(1)
-            reserved = await limits.tpm.acquire(request.estimated_tokens()) if limits.tpm else 0.0
+            estimate = request.estimated_tokens()
+            reserved = await limits.tpm.acquire(estimate) if limits.tpm else 0.0
+            quota = limits.quota(request.model)
+            counted = await quota.admit(estimate)
             log.in_flight = True  # from here on the attempt counts, sent or not
             started = time.perf_counter()
             self.provider_calls += 1
@@ -106,13 +110,21 @@ class AttemptRunner:
                     **request.params,
                 )
             except asyncio.CancelledError:
+                quota.settle(counted)
                 raise
             except Exception as exc:
                 error = exc if isinstance(exc, ProviderError) else _internal_error(exc, self)
+                quota.settle(
+                    counted,
+                    error.rate_limit,
+                    rate_limited=error.status_code == 429,
+                    retry_after=error.retry_after,
+                )
                 log.record(error, started)
                 if error is exc:
                     raise
                 raise error from exc
+            quota.settle(counted, response.rate_limit)
             if limits.tpm is not None and response.tokens is not None:
                 limits.tpm.adjust(response.tokens - reserved)
             return response

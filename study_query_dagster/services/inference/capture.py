@@ -46,6 +46,7 @@ class Membership:
 class _Item:
     row: dict[str, Any] | None  # a raw_calls row, or None for a membership-only item
     memberships: list[Membership] = field(default_factory=list)
+    artifacts: list[dict[str, Any]] = field(default_factory=list)  # call_artifacts of the row
     call_id: int | None = None  # for membership-only items
     future: asyncio.Future | None = None
 
@@ -65,9 +66,16 @@ class CaptureWriter:
 
     # --- submitting ----------------------------------------------------------------------------
 
-    def submit(self, row: dict[str, Any], memberships: Iterable[Membership] = ()) -> asyncio.Future:
-        """Queue a row; the future resolves to its raw_calls id once committed."""
-        return self._enqueue(_Item(row=row, memberships=list(memberships)))
+    def submit(
+        self,
+        row: dict[str, Any],
+        memberships: Iterable[Membership] = (),
+        artifacts: Iterable[dict[str, Any]] = (),
+    ) -> asyncio.Future:
+        """Queue a row (with its large payloads as call_artifacts rows, call_id left out); the
+        future resolves to its raw_calls id once committed."""
+        item = _Item(row=row, memberships=list(memberships), artifacts=list(artifacts))
+        return self._enqueue(item)
 
     def add_members(self, call_id: int, memberships: Iterable[Membership]) -> asyncio.Future:
         """Queue group memberships for an existing call; resolves to `call_id` once committed."""
@@ -153,13 +161,17 @@ class CaptureWriter:
             new_ids = iter(RawCallRepository(session).insert_raw_calls(rows) if rows else [])
             ids: list[int] = []
             by_group: dict[int, list[dict[str, Any]]] = defaultdict(list)
+            artifacts: list[dict[str, Any]] = []
             for item in batch:
                 call_id = next(new_ids) if item.row is not None else item.call_id
                 ids.append(call_id)
+                artifacts.extend({**a, "call_id": call_id} for a in item.artifacts)
                 for m in item.memberships:
                     by_group[m.group_id].append(
                         {"call_id": call_id, "position": m.position, "role": m.role}
                     )
+            if artifacts:
+                RawCallRepository(session).insert_call_artifacts(artifacts)
             groups = GroupRepository(session)
             for group_id, members in by_group.items():
                 groups.add_group_members(group_id, members)

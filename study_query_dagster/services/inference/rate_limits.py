@@ -5,27 +5,16 @@ Hand-written rather than a library because tokens-per-minute needs debt: a reque
 an estimate before it is sent and is charged the real usage afterwards, which may push the
 bucket below zero so that later requests wait for the overdraft to refill.
 
-A bucket reads time from its `Clock` (monotonic time and an async sleep), so tests can drive it
-with a clock of their own instead of depending on how fast the machine is.
+Limiters read time from a `Clock`, so tests can drive them with a clock of their own instead of
+depending on how fast the machine is.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
-
-@dataclass(frozen=True)
-class Clock:
-    """Where a limiter reads the time and how it waits."""
-
-    now: Callable[[], float] = time.monotonic
-    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
-
-
-SYSTEM_CLOCK = Clock()
+from .clock import SYSTEM_CLOCK, Clock
+from .quota import QuotaGate
 
 
 class TokenBucket:
@@ -80,7 +69,8 @@ class TokenBucket:
 class ProviderLimits:
     """Concurrency and RPM/TPM limits for one provider, shared by every `InferenceService`
     given the same instance (e.g. all targets of a run that call that provider), so two
-    models on one account do not get twice the account's limits."""
+    models on one account do not get twice the account's limits; and the adaptive quota
+    gates (`quota(model)`) that the server's rate-limit headers and 429s steer."""
 
     def __init__(
         self,
@@ -98,6 +88,19 @@ class ProviderLimits:
         self.tpm = TokenBucket(tokens_per_minute, clock=clock) if tokens_per_minute else None
         self._semaphore: asyncio.Semaphore | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._quotas: dict[str | None, QuotaGate] = {}
+
+    def quota(self, model: str | None) -> QuotaGate:
+        """The adaptive quota of `model` at this provider (OpenAI and Azure count quotas per
+        model or deployment)."""
+        gate = self._quotas.get(model)
+        if gate is None:
+            gate = self._quotas[model] = QuotaGate(self.clock)
+        return gate
+
+    @property
+    def quotas(self) -> dict[str | None, QuotaGate]:
+        return dict(self._quotas)
 
     def semaphore(self) -> asyncio.Semaphore:
         """The concurrency limit for the running event loop."""

@@ -10,10 +10,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...db import RawCall
+from ...db.raw_calls import LOGPROBS_ARTIFACT, inline_artifact
 from ...db.types import utcnow
 from ...providers.base import ProviderError, ProviderResponse
 from ..pricing import estimate_cost
+from ..request_identity import canonical_json
 from .requests import ChatRequest
+
+# Log-probabilities above this size (canonical JSON) go to call_artifacts, not response_json.
+LOGPROBS_INLINE_BYTES = 32_768
 
 
 @dataclass
@@ -88,16 +93,41 @@ def success_row(
         provider,
         request,
         "success",
-        response_json={
-            "text": response.text,
-            "finish_reason": response.finish_reason,
-            "id": response.metadata.get("response_id"),
-        },
+        response_json=_response_json(response),
         error_json=None,
         latency_ms=response.latency_ms,
         tokens_json=response.tokens_json(),
         metadata_json=metadata,
     )
+
+
+def _response_json(response: ProviderResponse) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "text": response.text,
+        "finish_reason": response.finish_reason,
+        "id": response.metadata.get("response_id"),
+    }
+    if response.message is not None:
+        out["message"] = response.message  # as the API returned it: tool calls, refusal, parts
+    if response.logprobs is not None:
+        out["logprobs"] = response.logprobs
+    return out
+
+
+def move_large_payloads(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """Take log-probabilities larger than LOGPROBS_INLINE_BYTES out of the row's response_json
+    into a `call_artifacts` row (returned; written with the call), leaving a reference."""
+    response = row.get("response_json")
+    if not isinstance(response, dict) or response.get("logprobs") is None:
+        return []
+    payload = canonical_json(response["logprobs"]).encode("utf-8")
+    if len(payload) <= LOGPROBS_INLINE_BYTES:
+        return []
+    artifact = inline_artifact(LOGPROBS_ARTIFACT, payload)
+    response = {k: v for k, v in response.items() if k != "logprobs"}
+    response["logprobs_artifact"] = {"sha256": artifact["sha256"], "byte_size": len(payload)}
+    row["response_json"] = response
+    return [artifact]
 
 
 def failure_row(
@@ -172,10 +202,12 @@ def result_from_row(row: Mapping[str, Any], call_id: int | None) -> dict[str, An
         "cached": False,
         "deduplicated": False,
     }
+    success = row["status"] == "success"
     return {
         "id": call_id,
         "status": row["status"],
-        "response": response.get("text") if row["status"] == "success" else None,
+        "response": response.get("text") if success else None,
+        "message": response.get("message") if success else None,
         "error": row.get("error_json"),
         "metadata": metadata,
     }

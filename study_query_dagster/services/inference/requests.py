@@ -29,7 +29,9 @@ RESERVED_METADATA_KEYS = frozenset(
     }
 )
 # What a dict item of `run_batch` may hold.
-BATCH_ITEM_KEYS = frozenset({"prompt", "messages", "sample_index", "extra_metadata", "params"})
+BATCH_ITEM_KEYS = frozenset(
+    {"prompt", "messages", "sample_index", "extra_metadata", "params", "position"}
+)
 
 
 def compute_request_hash(
@@ -57,6 +59,7 @@ class ChatRequest:
     preprocessing: dict[str, Any] | None
     request_hash: str
     cache: bool
+    position: int | None = None  # where a batch puts the call in its group (not part of the hash)
 
     @property
     def request_json(self) -> dict[str, Any]:
@@ -142,7 +145,7 @@ class RequestBuilder:
                     raise ValueError(f"unknown key(s) {sorted(unknown)}")
                 extra = {**(extra_metadata or {}), **(item.get("extra_metadata") or {})}
                 merged = {**params, **(item.get("params") or {})}
-                return self.build(
+                request = self.build(
                     item.get("prompt"),
                     item.get("messages"),
                     item.get("sample_index"),
@@ -150,6 +153,8 @@ class RequestBuilder:
                     cache,
                     merged,
                 )
+                request.position = _position(item.get("position"))
+                return request
             raise ValueError(
                 f"expected a prompt, a message list or a dict, got {type(item).__name__}"
             )
@@ -184,6 +189,14 @@ def _check_sample_index(sample_index: Any) -> None:
         return
     if not isinstance(sample_index, int) or isinstance(sample_index, bool) or sample_index < 0:
         raise ValueError(f"sample_index must be an integer >= 0 (got {sample_index!r})")
+
+
+def _position(position: Any) -> int | None:
+    if position is None:
+        return None
+    if not isinstance(position, int) or isinstance(position, bool) or position < 1:
+        raise ValueError(f"position must be an integer >= 1 (got {position!r})")
+    return position
 
 
 def _extra_metadata(extra_metadata: Mapping[str, Any] | None) -> dict[str, Any]:

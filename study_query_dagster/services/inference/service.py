@@ -27,6 +27,7 @@ from .records import (
     cancelled_row,
     error_for_caller,
     failure_row,
+    move_large_payloads,
     result_from_row,
     success_row,
 )
@@ -157,8 +158,9 @@ class InferenceService:
         """Many calls with bounded concurrency; results in input order. A failed item is a
         result with status and error (the batch goes on). Items are prompts, message lists,
         or dicts with "prompt" or "messages" and optional "sample_index", "extra_metadata",
-        "params" (merged over the batch's). All calls join one group: `group_id` (existing),
-        or (`group_type`, `group_name`) got-or-created, or a new `batch` group."""
+        "params" (merged over the batch's) and "position" (in the group; default: input order
+        after the group's last member). All calls join one group: `group_id` (existing), or
+        (`group_type`, `group_name`) got-or-created, or a new `batch` group."""
         if isinstance(prompts, str | bytes) or not isinstance(prompts, Sequence):
             raise ValueError("run_batch needs a list of prompts")
         requests = [
@@ -229,7 +231,8 @@ class InferenceService:
         gid, base = await self._store.resolve_group(group_id, group_type, group_name, group_meta)
 
         async def call(i: int, request: ChatRequest) -> Outcome:
-            memberships = [Membership(gid, base + i + 1, None)] if gid is not None else []
+            position = request.position if request.position is not None else base + i + 1
+            memberships = [Membership(gid, position, None)] if gid is not None else []
             return await self._inflight.run(request, memberships, self._execute, self._store.join)
 
         # Twice the concurrency keeps every slot busy while some workers wait for their row
@@ -286,9 +289,11 @@ class InferenceService:
             row = success_row(self.provider_name, request, response, log.failed, elapsed_ms)
         else:
             row = failure_row(self.provider_name, request, error, log.failed, elapsed_ms)
-        call_id = await self._store.save(row, memberships)
+        result = result_from_row(row, call_id=None)
+        artifacts = move_large_payloads(row)
+        result["id"] = call_id = await self._store.save(row, memberships, artifacts)
         self._log_call(call_id, request, row, log, error)
-        return Outcome(result_from_row(row, call_id), error)
+        return Outcome(result, error)
 
     def _log_call(self, call_id, request: ChatRequest, row, log: AttemptLog, error) -> None:
         if error is None:

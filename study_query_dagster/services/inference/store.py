@@ -21,9 +21,14 @@ class CallStore:
         self.db = db
         self.writer = CaptureWriter(db)
 
-    async def save(self, row: dict[str, Any], memberships: Iterable[Membership]) -> int | None:
-        """Capture a row; returns its id once committed."""
-        return await self._committed(self.writer.submit(row, memberships))
+    async def save(
+        self,
+        row: dict[str, Any],
+        memberships: Iterable[Membership],
+        artifacts: Iterable[dict[str, Any]] = (),
+    ) -> int | None:
+        """Capture a row (and its artifacts); returns its id once committed."""
+        return await self._committed(self.writer.submit(row, memberships, artifacts))
 
     def save_cancelled(self, row: dict[str, Any], memberships: Iterable[Membership]) -> None:
         """Queue a cancelled call's row and write it on the loop's next turn (calls cancelled
@@ -104,7 +109,7 @@ class NoStore:
 
     db = None
 
-    async def save(self, row, memberships) -> None:
+    async def save(self, row, memberships, artifacts=()) -> None:
         return None
 
     def save_cancelled(self, row, memberships) -> None:

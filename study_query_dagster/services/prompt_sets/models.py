@@ -39,6 +39,9 @@ Role = Literal["system", "user", "assistant"]
 SCHEDULES: tuple[str, ...] = get_args(Schedule)
 MAX_SAMPLES = 100
 MAX_STOP_SEQUENCES = 4
+MAX_TOOLS = 128
+MAX_TOP_LOGPROBS = 20
+SampleSeed = Literal["offset", "fixed"]
 
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 # Prompt ids and target labels form work-item keys `prompt/target/sample`, so no "/" or spaces.
@@ -129,8 +132,34 @@ class Prompt(_Strict):
         return "text" if self.text is not None else "vars" if self.vars is not None else "messages"
 
 
+class FunctionSpec(_Strict):
+    """A function the model may call (OpenAI's `tools[].function`)."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+    description: str | None = None
+    parameters: dict[str, Any] | None = None  # a JSON Schema object
+    strict: bool | None = None
+
+
+class Tool(_Strict):
+    type: Literal["function"] = "function"
+    function: FunctionSpec
+
+
+class ToolChoiceFunction(_Strict):
+    name: NonEmptyStr
+
+
+class NamedToolChoice(_Strict):
+    """`tool_choice: {type: function, function: {name: ...}}`: call this tool."""
+
+    type: Literal["function"] = "function"
+    function: ToolChoiceFunction
+
+
 class TargetParams(_Strict):
-    """Sampling parameters passed to the provider. Unknown names are refused (see ALLOWED_PARAMS)."""
+    """Parameters passed to the provider: sampling, tools, log-probabilities. Unknown names are
+    refused (see ALLOWED_PARAMS)."""
 
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, ge=0, le=1)
@@ -141,6 +170,30 @@ class TargetParams(_Strict):
     )
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     presence_penalty: float | None = Field(None, ge=-2, le=2)
+    tools: list[Tool] | None = Field(None, min_length=1, max_length=MAX_TOOLS)
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TargetParams:
+        if self.tools is not None:
+            names = [t.function.name for t in self.tools]
+            duplicate = next((n for n in names if names.count(n) > 1), None)
+            if duplicate:
+                raise FieldError("tools", f"tool {duplicate!r} is declared twice")
+        if self.tool_choice is not None:
+            if self.tools is None:
+                raise FieldError("tool_choice", "tool_choice needs tools to choose from")
+            if isinstance(self.tool_choice, NamedToolChoice):
+                name = self.tool_choice.function.name
+                if name not in {t.function.name for t in self.tools}:
+                    raise FieldError(
+                        "tool_choice", f"tool_choice names {name!r}, which is not among the tools"
+                    )
+        if self.top_logprobs is not None and not self.logprobs:
+            raise FieldError("top_logprobs", "top_logprobs needs logprobs: true")
+        return self
 
     def as_dict(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True)
@@ -222,6 +275,9 @@ class PromptSet(_Strict):
     prompts: list[Prompt] = Field(min_length=1)
     targets: list[Target] = Field(min_length=1)
     samples: int = Field(1, ge=1, le=MAX_SAMPLES)
+    # With a target seed, sample i is sent with seed + i ("offset"), so samples are draws even
+    # from a server that honours seeds; "fixed" keeps one seed (to study non-determinism).
+    sample_seed: SampleSeed = "offset"
     embed: EmbedConfig = Field(default_factory=lambda: EmbedConfig(enabled=False))
     cache: bool = False
     schedule: Schedule = "none"
@@ -292,6 +348,9 @@ class PromptSet(_Strict):
             for target, label in zip(self.targets, self._labels, strict=True):
                 params = target.params.as_dict()
                 for sample in range(self.samples):
+                    sent = copy.deepcopy(params)
+                    if "seed" in sent and self.sample_seed == "offset":
+                        sent["seed"] = params["seed"] + sample
                     yield WorkItem(
                         key=f"{prompt.id}/{label}/{sample}",
                         index=index,
@@ -301,7 +360,7 @@ class PromptSet(_Strict):
                         provider=target.provider,
                         model=target.model,
                         deployment=target.deployment,
-                        params=dict(params),
+                        params=sent,
                         messages=copy.deepcopy(messages),
                         prompt_text=text,
                         vars=dict(prompt.vars) if prompt.vars is not None else None,
@@ -324,7 +383,7 @@ class WorkItem:
     provider: str
     model: str | None
     deployment: str | None  # azure only
-    params: dict[str, Any]  # only the parameters the target sets
+    params: dict[str, Any]  # the target's parameters as sent (seed + sample with "offset")
     messages: list[dict[str, Any]]  # final chat messages, system prompt first when set
     prompt_text: str | None  # the plain prompt (rendered for vars prompts); None for messages
     vars: dict[str, Any] | None = None
