@@ -272,15 +272,27 @@ def test_failed_runs_are_recorded_for_the_analytics(db_url, tmp_path, llm_server
     db.dispose()
 
 
+OPENAI_ONLY = """
+    name: solo
+    prompts:
+      - {id: one, text: "first question here"}
+      - {id: two, text: "second question here"}
+    targets:
+      - {provider: openai, model: gpt-4o-mini, params: {max_tokens: 20}}
+    samples: 2
+"""
+
+
 def test_a_failed_inference_run_gets_its_report_and_refreshes(db_url, tmp_path, llm_server):
     prompt_dir = tmp_path / "sets"
-    write_prompt_set(prompt_dir, "duo", SET)
+    write_prompt_set(prompt_dir, "solo", OPENAI_ONLY)
     resources = make_resources(db_url, prompt_dir, llm_server.url)
-    # the openai target keeps failing with a server error: the run fails, its calls are kept
+    # every call keeps failing with a server error: nothing succeeds, the run fails, the
+    # failed calls are kept
     llm_server.fault_fn = lambda request: Fault(status=503) if "chat" in request.path else None
     with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions("prompt_sets", ["duo"])
-        failed = run(resources, STUDY_ASSETS, instance, "duo")
+        instance.add_dynamic_partitions("prompt_sets", ["solo"])
+        failed = run(resources, STUDY_ASSETS, instance, "solo")
         assert not failed.success
         [record] = instance.all_logs(failed.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
         context = dg.build_run_status_sensor_context(
@@ -290,22 +302,22 @@ def test_a_failed_inference_run_gets_its_report_and_refreshes(db_url, tmp_path, 
         ).for_run_failure()  # fmt: skip
         analytics, results = record_failed_runs(context)
         assert analytics.job_name == "analytics_job"
-        assert (results.job_name, results.partition_key) == ("results_job", "duo")
-        # the requested run writes the failed run's results (a later run would not change them)
+        assert (results.job_name, results.partition_key) == ("results_job", "solo")
+        # the requested run writes the failed run's results
         job = dg.Definitions(
             assets=defs.assets, asset_checks=defs.asset_checks, jobs=[results_job],
             resources=resources,
         ).resolve_job_def("results_job")  # fmt: skip
         written = job.execute_in_process(
-            instance=instance, partition_key="duo", tags=results.tags, raise_on_error=False
+            instance=instance, partition_key="solo", tags=results.tags, raise_on_error=False
         )
     assert written.success
     meta = metadata(written, "study_results")
     assert meta["run"] == failed.run_id
-    assert (meta["items"], meta["items_answered"]) == (18, 12)
+    assert (meta["items"], meta["items_answered"], meta["failed_calls"]) == (4, 0, 4)
     html = Path(meta["report"]).read_text()
-    assert html.count('data-kind="failure"') == 2  # one group per failed cell: one/two x openai
-    assert "server_error" in html
+    assert html.count('data-kind="failure"') == 2  # one group per cell: one/two x the target
+    assert "server_error" in html and "503" in html
 
 
 def test_migrations_refresh_the_analytics_without_being_their_upstream():

@@ -80,3 +80,5 @@ def test_report_renders_offline_with_the_right_matrix(db_url, tmp_path, llm_serv
     assert fr["cold"][0]["colour"] == fr["warm"][0]["colour"] != fr["warm"][1]["colour"]
     assert "HTTP 400" in failures and NO_RESULTS in variation
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+    if os.environ.get("UPDATE_DOCS_SCREENSHOTS"):
+        shutil.copy(shot, ROOT / "docs" / "images" / "study_report.png")
