@@ -13,13 +13,12 @@ from .db import RunFailureRepository
 from .jobs import analytics_job, migration_job, results_job, study_job
 from .resources.database import DatabaseResource, LegacyDatabaseResource
 from .resources.prompt_sets import PromptSetsResource
-from .services.folder_watch import BrokenFile, FolderState, broken_file, decide
+from .services.folder_watch import FolderState, broken_file, decide
 from .services.migration import legacy_stats
 from .services.reports import run_exists
 
 RUNNING = dg.DefaultSensorStatus.RUNNING
 HASH_TAG = "study/prompt_set_hash"
-VALID_CHECK = "prompt_set_is_valid"
 
 
 @dg.sensor(
@@ -27,9 +26,9 @@ VALID_CHECK = "prompt_set_is_valid"
     default_status=RUNNING,
     minimum_interval_seconds=get_settings().prompt_set_sensor_interval_s,
     description="Watches PROMPT_SETS_DIR: a new or changed prompt set file gets its partition "
-    "and a run; an unchanged file is never re-run. A broken file fails the prompt_set_is_valid "
-    "check of its set (file:line per problem) and is logged once per change; once fixed, a set "
-    "whose latest run failed runs again.",
+    "and a run; an unchanged file is never re-run. A broken file is logged once per change and "
+    "gets a run that fails at prompt_set with every problem's file and line (its partition "
+    "turns red); once fixed, a set whose latest run failed runs again.",
 )
 def prompt_set_sensor(context: dg.SensorEvaluationContext, prompt_sets: PromptSetsResource):
     valid, errors = prompt_sets.discover()
@@ -49,17 +48,6 @@ def prompt_set_sensor(context: dg.SensorEvaluationContext, prompt_sets: PromptSe
         )
     for name in decision.fixed:
         context.log.info(f"prompt set {name!r} is valid again")
-    events = [file_check(item) for item in decision.newly_broken if item.name]
-    events += [
-        dg.AssetCheckEvaluation(
-            asset_key=prompt_set.key,
-            check_name=VALID_CHECK,
-            passed=True,
-            partition=name,
-            description=f"{valid[name].path} is valid again",
-        )
-        for name in decision.fixed
-    ]
     partitions = []
     if decision.add_partitions:
         partitions.append(PROMPT_SETS.build_add_request(decision.add_partitions))
@@ -69,49 +57,28 @@ def prompt_set_sensor(context: dg.SensorEvaluationContext, prompt_sets: PromptSe
     if not decision.runs:
         reason = "no new or changed prompt sets"
         if decision.broken:
-            names = ", ".join(b.name or Path(b.path).name for b in decision.broken)
-            reason += (
-                f"; {len(decision.broken)} invalid file(s), not run: see the failed "
-                f"prompt_set_is_valid check of {names}"
-            )
+            names = ", ".join(Path(b.path).name for b in decision.broken)
+            reason += f"; invalid, not run (see their failed runs): {names}"
         return dg.SensorResult(
-            skip_reason=reason,
-            cursor=cursor,
-            dynamic_partitions_requests=partitions,
-            asset_events=events,
+            skip_reason=reason, cursor=cursor, dynamic_partitions_requests=partitions
         )
+    files = {name: str(loaded.path) for name, loaded in valid.items()}
+    files.update({b.name: b.path for b in decision.broken if b.name})
     return dg.SensorResult(
         run_requests=[
             dg.RunRequest(
                 partition_key=run.name,
                 run_key=run.run_key,
                 tags={
-                    HASH_TAG: run.content_hash,
-                    "study/prompt_set_file": str(valid[run.name].path),
+                    **({HASH_TAG: run.content_hash} if run.content_hash else {}),
+                    "study/prompt_set_file": files[run.name],
                     "study/reason": run.reason,
                 },
             )
             for run in decision.runs
         ],
         dynamic_partitions_requests=partitions,
-        asset_events=events,
         cursor=cursor,
-    )
-
-
-def file_check(item: BrokenFile) -> dg.AssetCheckEvaluation:
-    """A failed `prompt_set_is_valid` on the set of a broken file, one problem per line."""
-    return dg.AssetCheckEvaluation(
-        asset_key=prompt_set.key,
-        check_name=VALID_CHECK,
-        passed=False,
-        partition=item.name,
-        severity=dg.AssetCheckSeverity.ERROR,
-        description=f"{item.path} is invalid ({len(item.problems)} problem(s)); not run",
-        metadata={
-            "file": dg.MetadataValue.path(item.path),
-            "problems": dg.MetadataValue.md("\n".join(f"- `{p}`" for p in item.problems)),
-        },
     )
 
 

@@ -50,9 +50,8 @@ def missing_credentials(
             "prompt_set_is_valid",
             asset="prompt_set",
             blocking=True,
-            description="The file is valid (the prompt set sensor fails this check, with every "
-            "problem's file and line, when it finds the file broken) and every target (and the "
-            "embedder) is configured, so no call can fail for lack of credentials.",
+            description="Every target (and the embedder) is configured, so no call can fail "
+            "for lack of credentials.",
         )
     ],
 )

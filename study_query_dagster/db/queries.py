@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Select, case, func, literal, literal_column, select
+from sqlalchemy import Select, Text, case, func, literal, literal_column, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import ColumnElement
 
@@ -211,40 +211,60 @@ def time_series_query(granularity: str, dialect: str, where: CallFilter | None =
 
 # What call statistics can be grouped by. A target is the prompt set's target label (kept in
 # each call's metadata by the run), so two temperatures of one model are two targets; `params`
-# (the sampling parameters as sent, JSON text) tells apart a label whose settings changed
-# between versions of a set. Calls made outside a prompt set have no set or target (NULL).
-GROUP_KEYS = {
-    "provider": RawCall.provider,
-    "model": RawCall.model,
-    "prompt_set": RawCall.metadata_json["prompt_set"].as_string(),
-    "target": RawCall.metadata_json["target"].as_string(),
-    "params": RawCall.request_json["params"].as_string(),
-}
+# (the sampling parameters as sent, JSON text, without the seed: a run sends sample i with
+# seed + i) tells apart a label whose settings changed between versions of a set. Calls made
+# outside a prompt set have no set or target (NULL).
+GROUP_KEYS = ("provider", "model", "prompt_set", "target", "params")
 MODEL_KEYS = ("provider", "model")
 TARGET_KEYS = ("target", "provider", "model", "params")
 
 
-def group_columns(keys: Sequence[str]) -> list[ColumnElement]:
+def params_without_seed(dialect: str) -> ColumnElement:
+    if dialect == "postgresql":
+        return (RawCall.request_json["params"].op("-")(literal_column("'seed'"))).cast(Text)
+    return func.json_extract(
+        func.json_remove(RawCall.request_json, literal_column("'$.params.seed'")),
+        literal_column("'$.params'"),
+    )
+
+
+def sent_seed() -> ColumnElement:
+    """The seed a call was sent with (None without one)."""
+    return RawCall.request_json[("params", "seed")].as_integer()
+
+
+def group_columns(keys: Sequence[str], dialect: str) -> list[ColumnElement]:
     unknown = [k for k in keys if k not in GROUP_KEYS]
     if unknown:
         raise ValueError(f"cannot group calls by {unknown}; known: {', '.join(GROUP_KEYS)}")
-    return [GROUP_KEYS[k] for k in keys]
+    columns = {
+        "provider": RawCall.provider,
+        "model": RawCall.model,
+        "prompt_set": RawCall.metadata_json["prompt_set"].as_string(),
+        "target": RawCall.metadata_json["target"].as_string(),
+    }
+    return [params_without_seed(dialect) if k == "params" else columns[k] for k in keys]
 
 
 def provider_totals_query(
-    where: CallFilter | None = None, keys: Sequence[str] = MODEL_KEYS
+    where: CallFilter | None = None, keys: Sequence[str] = MODEL_KEYS, dialect: str = "sqlite"
 ) -> Select:
     """Per group of `keys` (default provider and model), in one pass over the rows (each token
     count is read from the JSON once): calls, calls per status, mean latency of successful
     calls, token sums, mean total tokens, and `split` / `unsplit`: calls with a
     prompt/completion token split (which can be priced) and calls that cannot be priced for
     lack of one — successful calls without `prompt_tokens`, or calls reporting only a total
-    (migrated v1 rows). Failed calls without any token count are taken as unbilled."""
+    (migrated v1 rows). Failed calls without any token count are taken as unbilled. Grouped by
+    `params`, it also gives the lowest and highest seed sent (`seed_min`, `seed_max`)."""
     inner = (
         (where or CallFilter())
         .apply(
             select(
-                *[column.label(key) for key, column in zip(keys, group_columns(keys), strict=True)],
+                *[
+                    column.label(key)
+                    for key, column in zip(keys, group_columns(keys, dialect), strict=True)
+                ],
+                sent_seed().label("seed"),
                 RawCall.status,
                 RawCall.latency_ms,
                 token_field("prompt_tokens").label("pt"),
@@ -269,4 +289,6 @@ def provider_totals_query(
         func.avg(c.tt).label("avg_tokens"),
         func.sum(case((c.pt.is_not(None), 1), else_=0)).label("split"),
         func.sum(case((unsplit, 1), else_=0)).label("unsplit"),
+        func.min(c.seed).label("seed_min"),
+        func.max(c.seed).label("seed_max"),
     ).group_by(*group)

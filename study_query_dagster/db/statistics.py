@@ -49,7 +49,12 @@ class StatisticsRepository(Repository):
         keys = (("prompt_set",) if per_prompt_set else ()) + TARGET_KEYS
         rows = self.get_call_stats(where, keys)
         for row in rows:
-            row["params"] = _json_object(row["params"])
+            params = _json_object(row["params"])
+            low, high = row.pop("seed_min"), row.pop("seed_max")
+            if params is not None and low is not None:
+                # one seed per sample (seed + i) reads as a range
+                params["seed"] = int(low) if low == high else f"{int(low)}..{int(high)}"
+            row["params"] = params
         return rows
 
     def get_call_stats(
@@ -58,11 +63,10 @@ class StatisticsRepository(Repository):
         """The figures of `get_provider_stats` per group of `keys` (see `queries.GROUP_KEYS`),
         ordered by those keys (missing values first, on both backends)."""
         where = where or CallFilter()
-        pct = percentiles(
-            self.session, RawCall.latency_ms, group_columns(keys), [0.5, 0.95], _successes(where)
-        )
+        columns = group_columns(keys, self.dialect)
+        pct = percentiles(self.session, RawCall.latency_ms, columns, [0.5, 0.95], _successes(where))
         out = []
-        for r in self.session.execute(provider_totals_query(where, keys)):
+        for r in self.session.execute(provider_totals_query(where, keys, self.dialect)):
             group = tuple(getattr(r, k) for k in keys)
             p50, p95 = pct.get(group, (None, None))
             out.append(
@@ -80,6 +84,9 @@ class StatisticsRepository(Repository):
                     "total_tokens": int(r.total_tokens or 0),
                     "calls_with_token_split": int(r.split or 0),
                     "calls_without_token_split": int(r.unsplit or 0),
+                    **(
+                        {"seed_min": r.seed_min, "seed_max": r.seed_max} if "params" in keys else {}
+                    ),
                 }
             )
         # NULLs sort first on SQLite and last on PostgreSQL: order here, the same on both.

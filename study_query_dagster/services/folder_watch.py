@@ -5,12 +5,13 @@ files are broken and how, which partitions exist only to show a broken file, and
 runs it requested per set. From that and the folder as it is now:
 
 - a new or changed valid set gets a run (an unchanged one never does);
-- a broken file is reported once per change of the file: one log line per problem, and a
-  failed `prompt_set_is_valid` check on its set (a partition is added for a set that never
-  was valid, so the failure has a place in the UI, and removed when the file goes);
-- a set whose file becomes valid again gets its check back to passing and, when its latest
-  run failed (or it never ran), a new run — even if the fixed file equals a version that ran
-  before, which a run key made of name and hash alone would have suppressed.
+- a broken file is reported once per change of the file: one log line per problem, and a run
+  of its set that fails at `prompt_set` with every problem's file and line, so the set's
+  partition turns red where users look (a partition is added for a set that never was valid,
+  and removed when the file goes);
+- a set whose file becomes valid again gets a new run when its latest run failed (or it never
+  ran) — even if the fixed file equals a version that ran before, which a run key made of name
+  and hash alone would have suppressed.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ class RunToRequest:
     name: str
     content_hash: str
     run_key: str
-    reason: str  # "new" | "changed" | "fixed after a failed run"
+    reason: str  # "new" | "changed" | "fixed after a failed run" | "invalid file"
 
 
 @dataclass
@@ -134,6 +135,10 @@ def decide(
         new.invalid[item.path] = {"digest": item.digest, "name": item.name}
         if before is None or before.get("digest") != item.digest:
             decision.newly_broken.append(item)
+            if item.name and item.name not in valid:
+                # fails at prompt_set with the file's problems: the partition shows red
+                run_key = f"{item.name}:invalid:{item.digest[:16]}"
+                decision.runs.append(RunToRequest(item.name, "", run_key, "invalid file"))
         else:
             decision.still_broken.append(item)
         if item.name and item.name not in valid and item.name not in partitions:

@@ -72,33 +72,35 @@ def test_new_changed_unchanged_and_invalid_files(tmp_path):
         assert rerun.tags["study/reason"] == "changed"
         assert not changed.dynamic_partitions_requests
 
-        # invalid: no run, but a failed prompt_set_is_valid check on its set, with every
-        # problem's file:line, and a partition for it to show on
+        # invalid: its partition is added and a run requested that fails at prompt_set with
+        # every problem's file:line (tested in test_a_broken_file_run_fails_with_its_lines)
         (folder / "broken.yaml").write_text(
             "name: broken\nprompts: []\ntargets:\n  - {provider: nope}\n"
         )
         invalid = evaluate(instance, folder, changed.cursor)
-        assert not invalid.run_requests
-        [check] = invalid.asset_events
-        assert (check.check_name, check.partition, check.passed) == (
-            "prompt_set_is_valid", "broken", False,
+        [broken_run] = invalid.run_requests
+        assert (broken_run.partition_key, broken_run.tags["study/reason"]) == (
+            "broken", "invalid file",
         )  # fmt: skip
-        problems = check.metadata["problems"].value.splitlines()
-        assert len(problems) == 2 and all("broken.yaml:" in p for p in problems)
-        assert any("targets[0].provider" in p for p in problems)
-        # the skip reason (logged by the daemon every tick) points there, without the details
-        message = invalid.skip_reason.skip_message
-        assert "prompt_set_is_valid check of broken" in message and "provider" not in message
+        assert broken_run.tags["study/prompt_set_file"].endswith("broken.yaml")
         apply(instance, invalid)
         assert sorted(instance.get_dynamic_partitions("prompt_sets")) == ["alpha", "broken"]
 
-        # the same broken file again: reported once per change, not on every tick
+        # the same broken file again: reported once per change, not on every tick; the skip
+        # reason (which the daemon logs every tick) names the file without the details
         again = evaluate(instance, folder, invalid.cursor)
-        assert not again.asset_events and not again.run_requests
+        assert not again.run_requests
+        message = again.skip_reason.skip_message
+        assert "invalid, not run" in message and "broken.yaml" in message
+        assert "provider" not in message
+        (folder / "broken.yaml").write_text("name: broken\nprompts: []\n")  # changed, still broken
+        changed_broken = evaluate(instance, folder, again.cursor)
+        [rerun_broken] = changed_broken.run_requests
+        assert rerun_broken.run_key != broken_run.run_key
 
         # the file goes away: so does the partition that only existed to show it
         (folder / "broken.yaml").unlink()
-        gone = evaluate(instance, folder, again.cursor)
+        gone = evaluate(instance, folder, changed_broken.cursor)
         [delete] = gone.dynamic_partitions_requests
         assert isinstance(delete, dg.DeleteDynamicPartitionsRequest)
         assert list(delete.partition_keys) == ["broken"]
@@ -111,18 +113,16 @@ def test_a_fixed_file_reruns_a_set_whose_latest_run_failed(tmp_path):
     with dg.instance_for_test() as instance:
         first = evaluate(instance, folder)
         apply(instance, first)
-        # its run fails (no materialization of the set's inference_run)
-        path.write_text(good.replace("prompts:", "promts:"))  # a typo
+        # its run fails (no materialization of the set's inference_run); then a typo
+        path.write_text(good.replace("prompts:", "promts:"))
         broken = evaluate(instance, folder, first.cursor)
-        [check] = broken.asset_events
-        assert not check.passed and "did you mean 'prompts'" in check.metadata["problems"].value
+        [failing] = broken.run_requests
+        assert failing.tags["study/reason"] == "invalid file"
         path.write_text(good)  # fixed: the very version that ran (and failed) before
         fixed = evaluate(instance, folder, broken.cursor)
         [rerun] = fixed.run_requests
         assert rerun.tags["study/reason"] == "fixed after a failed run"
         assert rerun.run_key != first.run_requests[0].run_key  # a new key: Dagster launches it
-        [passed] = fixed.asset_events
-        assert (passed.partition, passed.passed) == ("alpha", True)
 
         # once the set has run fine, fixing a typo back to that version runs nothing
         for key in ("prompt_set", "inference_run"):
@@ -131,7 +131,29 @@ def test_a_fixed_file_reruns_a_set_whose_latest_run_failed(tmp_path):
         broken_again = evaluate(instance, folder, fixed.cursor)
         path.write_text(good)
         quiet = evaluate(instance, folder, broken_again.cursor)
-        assert not quiet.run_requests and [e.passed for e in quiet.asset_events] == [True]
+        assert not quiet.run_requests
+
+
+def test_a_broken_file_run_fails_with_its_lines(tmp_path, db_url):
+    folder = tmp_path / "sets"
+    (folder).mkdir()
+    (folder / "broken.yaml").write_text("name: broken\nprompts: nope\ntargets: []\n")
+    resources = make_resources(db_url, folder)
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("prompt_sets", ["broken"])
+        result = dg.materialize([*defs.assets, *defs.asset_checks], selection=["prompt_set"],
+                                resources=resources, instance=instance, partition_key="broken",
+                                raise_on_error=False)  # fmt: skip
+        assert not result.success
+        statuses = instance.get_status_by_partition(
+            dg.AssetKey("prompt_set"), ["broken"], PROMPT_SETS
+        )
+        assert statuses["broken"] == dg.AssetPartitionStatus.FAILED  # red where users look
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    lines = str(failure.event_specific_data.error.message).splitlines()
+    assert any(line.endswith("broken.yaml:2: prompts: Input should be a valid list (got 'nope')")
+               for line in lines)  # fmt: skip
+    assert any("broken.yaml:3: targets" in line for line in lines)
 
 
 def test_latest_run_failed_reads_the_partitions_status(tmp_path, db_url):

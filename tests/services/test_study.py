@@ -318,8 +318,9 @@ def target_call(target, prompt_set, params, status, latency, tok=None, provider=
 
 TARGET_FIXTURE = [
     # set "caps": one model at two temperatures is two targets, plus a priced target
-    target_call("echo-cold", "caps", {"temperature": 0}, "success", 10.0, tokens(10, 5)),
-    target_call("echo-cold", "caps", {"temperature": 0}, "success", 30.0, tokens(10, 7)),
+    # samples are sent with seed + i: still one target
+    target_call("echo-cold", "caps", {"temperature": 0, "seed": 7}, "success", 10.0, tokens(10, 5)),
+    target_call("echo-cold", "caps", {"temperature": 0, "seed": 8}, "success", 30.0, tokens(10, 7)),
     target_call("echo-warm", "caps", {"temperature": 1}, "success", 20.0, tokens(10, 9)),
     target_call("echo-warm", "caps", {"temperature": 1}, "failed", 5.0),
     target_call(
@@ -351,7 +352,8 @@ def test_target_comparison_keeps_targets_of_one_model_apart(db: DatabaseConnecti
     assert list(frame["target"]) == ["echo-cold", "echo-warm", "mini"]
     rows = {r.target: r for r in frame.itertuples()}
     cold, warm, mini = rows["echo-cold"], rows["echo-warm"], rows["mini"]
-    assert (cold.provider, cold.model, cold.params) == ("offline", "offline-echo", "temperature=0")
+    assert (cold.provider, cold.model) == ("offline", "offline-echo")
+    assert cold.params == "seed=7..8, temperature=0"  # the seeds the samples were sent with
     assert warm.params == "temperature=1"
     assert mini.params == "max_tokens=20, temperature=0.5"
     assert (cold.calls, cold.success, cold.success_rate) == (2, 2, 1.0)
@@ -371,7 +373,7 @@ def test_target_comparison_keeps_targets_of_one_model_apart(db: DatabaseConnecti
     ]
     assert keys == [
         (None, None, "temperature=0"),
-        ("caps", "echo-cold", "temperature=0"),
+        ("caps", "echo-cold", "seed=7..8, temperature=0"),
         ("caps", "echo-warm", "temperature=1"),
         ("caps", "mini", "max_tokens=20, temperature=0.5"),
         ("other", "echo-cold", "temperature=0.5"),
