@@ -9,6 +9,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from study_query_dagster.db import DatabaseConnection, RawCall
+from tests.support.materialize import summary_rows
 from tests.support.pipeline import write_prompt_set
 
 SET = """
@@ -20,19 +21,6 @@ SET = """
       - {provider: offline, model: offline-echo}
     samples: 2
 """
-
-
-def summary_rows(stdout: str) -> dict[str, list[str]]:
-    """The summary table `make materialize` ends with: {set: [status, calls, failures, ...]}."""
-    lines = stdout.split("set ")[-1].splitlines()
-    assert lines[0].split() == ["status", "calls", "failures", "checks"], stdout
-    rows = {}
-    for line in lines[2:]:
-        if not line.strip():
-            break
-        name, *cells = line.split(None, 4)
-        rows[name] = cells
-    return rows
 
 
 def test_materialize_reads_dotenv_and_the_environment_wins(tmp_path):

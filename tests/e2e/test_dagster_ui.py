@@ -100,9 +100,40 @@ def test_dropped_prompt_set_runs_and_lineage_renders(dagster_dev, tmp_path):
     db.dispose()
     assert (texts, embeddings) == (4, 1)
 
+    # study_job ran its steps in the run's own process, and wrote the study report
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(dev.home)) as instance:
+        engine = [r.user_message for r in instance.all_logs(run["runId"])
+                  if r.dagster_event and r.dagster_event.event_type_value == "ENGINE_EVENT"]  # fmt: skip
+        assert any("in process" in m for m in engine), engine
+        event = instance.get_latest_materialization_event(dg.AssetKey("study_results"))
+        report = Path(event.asset_materialization.metadata["report"].value)
+    assert report.exists() and report.parent.name == "e2e-capitals"
+    kinds = dev.graphql('{ assetNodes(assetKeys: [{path: ["inference_run"]}]) { kinds } }')[
+        "assetNodes"
+    ][0]["kinds"]
+    assert sorted(kinds) == ["llm", "sqlite"]  # what it is, not "openai"
+
     # Declarative automation refreshes the analytics after the run, in the real daemon.
     comparison = wait_for_analytics(dev, min_calls=4)
     assert comparison["models"] == 1
+
+    # A broken file: one failing run, its partition red; fixed, it runs again.
+    (prompt_dir / "e2e-broken.yaml").write_text("name: e2e-broken\nprompts: nope\n")
+    broken = dev.wait_for_run(
+        lambda r: {"key": "dagster/partition", "value": "e2e-broken"} in r["tags"]
+    )
+    assert broken["status"] == "FAILURE"
+    write_prompt_set(prompt_dir, "e2e-broken", SET.replace("e2e-capitals", "e2e-broken"))
+    fixed = dev.wait_for_run(
+        lambda r: (
+            {"key": "dagster/partition", "value": "e2e-broken"} in r["tags"]
+            and r["runId"] != broken["runId"]
+        )
+    )
+    assert fixed["status"] == "SUCCESS", dev.log_tail()
+    assert dev.log_path.read_text().count("invalid prompt set file") == 1  # logged once
 
     if not Path(CHROMIUM).exists():
         pytest.skip("Chromium is not installed (make test installs Debian's chromium as root)")
