@@ -88,6 +88,13 @@ class VariationService:
             return None
         return await self.embedder.embed(texts)
 
+    async def _warm(self, cells: Sequence[Cell]) -> None:
+        """Embed every answer of the run in one batch, so the per-cell look-ups that follow
+        are cache hits instead of one embedding call per cell."""
+        texts = list(dict.fromkeys(t for c in cells for t in c.texts if t.strip()))
+        if self.embedder is not None and texts:
+            await self.embedder.embed(texts)
+
     def _stored_classes(self, scope: RunScope, cells: list[Cell]) -> list[ClassifiedCell]:
         with self.db.session_scope() as session:
             clusters = SemanticClusterRepository(session).clusters_of_run(
@@ -100,6 +107,8 @@ class VariationService:
     async def equivalence_classes(self, scope: RunScope) -> ClassesReport:
         """Classify each cell of the run on its own and store the classes."""
         cells = load_cells(self.db, scope)
+        if self.strategy.needs_embeddings:
+            await self._warm(cells)
         specs, rows = {}, []
         for cell in cells:
             (classified,) = await classify([cell], self.strategy)
@@ -126,6 +135,7 @@ class VariationService:
     async def dispersion(self, scope: RunScope) -> DispersionReport:
         """Per-cell metrics over the stored classes (IncompleteClasses if they are stale)."""
         cells = load_cells(self.db, scope)
+        await self._warm(cells)
         values: list[m.MetricValue] = []
         for classified in self._stored_classes(scope, cells):
             values += m.cell_metrics(classified, await self._vectors(classified.cell))
