@@ -71,9 +71,13 @@ def measure(db, label: str, server: FakeLLMServer):
         postgres = db.dialect == "postgresql"
         vector = func.vector_send(EmbeddingVector.vector) if postgres else EmbeddingVector.vector
         stmt = select(
-            EmbeddingVector.id, EmbeddingVector.call_id, EmbeddingVector.model,
-            EmbeddingVector.dimension, vector, EmbeddingVector.text,
-        ).where(EmbeddingVector.request_hash == bindparam("request_hash"))  # fmt: skip
+            EmbeddingVector.id,
+            EmbeddingVector.call_id,
+            EmbeddingVector.model,
+            EmbeddingVector.dimension,
+            vector,
+            EmbeddingVector.text,
+        ).where(EmbeddingVector.request_hash == bindparam("request_hash"))
         with db.session_scope() as session:
             for t in texts:
                 row = session.execute(stmt, {"request_hash": hasher._compute_request_hash(t)}).one()
@@ -86,18 +90,29 @@ def measure(db, label: str, server: FakeLLMServer):
     warm_calls = server.count("embeddings") - cold_calls
     expected = math.ceil(unique / BATCH)
     if (cold_calls, warm_calls) != (expected, 0):
-        raise AssertionError(f"{label}: API calls cold={cold_calls} warm={warm_calls}, "
-                             f"expected {expected} and 0")  # fmt: skip
+        raise AssertionError(
+            f"{label}: API calls cold={cold_calls} warm={warm_calls}, expected {expected} and 0"
+        )
     t_naive = timed(naive_lookup)
     yield (
         f"{label} embeddings {N:,} texts ({unique:,} unique): API calls cold {cold_calls} "
         f"(expected ceil({unique:,}/{BATCH}) = {expected}), warm {warm_calls}; "
         f"cold pass {N / t_cold:,.0f} items/s"
     )
-    yield ratio_line(f"{label} warm pass, database cache", N / t_db, N / t_naive, "items/s",
-                     "(baseline: one query per item)")  # fmt: skip
-    yield ratio_line(f"{label} warm pass, in-process LRU", N / t_lru, N / t_naive, "items/s",
-                     "(baseline: one query per item)")  # fmt: skip
+    yield ratio_line(
+        f"{label} warm pass, database cache",
+        N / t_db,
+        N / t_naive,
+        "items/s",
+        "(baseline: one query per item)",
+    )
+    yield ratio_line(
+        f"{label} warm pass, in-process LRU",
+        N / t_lru,
+        N / t_naive,
+        "items/s",
+        "(baseline: one query per item)",
+    )
 
 
 def run():

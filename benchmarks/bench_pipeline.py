@@ -28,7 +28,7 @@ from study_query_dagster.resources.exports import ExportsResource
 from study_query_dagster.resources.prompt_sets import PromptSetsResource
 from study_query_dagster.resources.providers import LLMProvidersResource, ProviderSettings
 from study_query_dagster.services.prompt_sets import load_prompt_set
-from study_query_dagster.services.study_runs import call_model
+from study_query_dagster.services.runs import call_model
 
 from .bench_inference import fake_server
 from .support import ratio_line

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
-
-from dotenv import load_dotenv
 
 from .config import get_settings
 from .db import DatabaseConnection
@@ -47,10 +44,9 @@ def ensure_dagster_home(home: Path) -> Path:
 
 
 def cmd_init(_args) -> int:
-    home = os.environ.get("DAGSTER_HOME")
-    if home:
-        ensure_dagster_home(Path(home))
     settings = get_settings()
+    if settings.dagster_home:
+        ensure_dagster_home(settings.dagster_home)
     db = DatabaseConnection(settings.database_url)
     db.init_db()
     db.dispose()
@@ -83,8 +79,11 @@ def cmd_materialize(_args) -> int:
             for c in result.get_asset_check_evaluations()
             if not c.passed and c.severity == dg.AssetCheckSeverity.ERROR
         ]
-        warned = [c.check_name for c in result.get_asset_check_evaluations() if not c.passed
-                  and c.severity == dg.AssetCheckSeverity.WARN]  # fmt: skip
+        warned = [
+            c.check_name
+            for c in result.get_asset_check_evaluations()
+            if not c.passed and c.severity == dg.AssetCheckSeverity.WARN
+        ]
         status = "OK" if result.success and not failed else "FAILED"
         ok = ok and status == "OK"
         extra = (f"; failed checks: {', '.join(failed)}" if failed else "") + (
@@ -96,8 +95,10 @@ def cmd_materialize(_args) -> int:
     )
     ok = ok and analytics.success
     print(f"{'OK' if analytics.success else 'FAILED'} analytics (run {analytics.run_id})")
-    print(f"{len(valid)} prompt set(s) materialized on {instance.root_directory}; "
-          f"browse them with `make run`")  # fmt: skip
+    print(
+        f"{len(valid)} prompt set(s) materialized on {instance.root_directory}; "
+        "browse them with `make run`"
+    )
     return 0 if ok else 1
 
 
@@ -107,10 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("init", help="create the Dagster home and the app database if missing")
     sub.add_parser("materialize", help="materialize every prompt set headless")
     args = parser.parse_args(argv)
-    # As `dagster dev` does: the resources read os.environ (dg.EnvVar), so `.env` must be in
-    # it, not only in Settings. Variables already set win.
-    load_dotenv(Path.cwd() / ".env", override=False)
-    get_settings.cache_clear()
+    get_settings.cache_clear()  # read now (and `.env` loaded, as `dagster dev` does)
     configure_logging(get_settings().log_level)
     return {"init": cmd_init, "materialize": cmd_materialize}[args.command](args)
 

@@ -9,7 +9,6 @@ from .assets.embeddings import response_embeddings
 from .assets.inference import inference_run
 from .assets.migration import migrated_raw_calls
 from .assets.prompts import prompt_set
-from .db import GroupRepository
 from .providers import ProviderError
 from .resources.database import DatabaseResource
 from .resources.providers import LLMProvidersResource
@@ -75,35 +74,37 @@ def adhoc_prompt(
         raise dg.Failure(
             f"provider {config.provider!r} is not configured: set {', '.join(missing)}"
         )
-    params = {k: v for k in ("temperature", "max_tokens", "top_p", "seed")
-              if (v := getattr(config, k)) is not None}  # fmt: skip
+    params = {
+        k: v
+        for k in ("temperature", "max_tokens", "top_p", "seed")
+        if (v := getattr(config, k)) is not None
+    }
     messages = [m.model_dump() for m in config.messages] if config.messages else None
     db = database.get_connection()
 
-    async def call() -> dict:
+    async def call() -> tuple[dict, int | None]:
         async with llm.create_service(config.provider, config.model, db) as service:
-            return await service.run_inference(
-                config.prompt, messages=messages,
+            group_id = None
+            if config.group_type:
+                group_id = await service.named_group(config.group_type, config.group_name)
+            result = await service.run_inference(
+                config.prompt,
+                messages=messages,
                 extra_metadata={"source": "adhoc_prompt_job", "dagster_run_id": context.run.run_id},
+                group_id=group_id,
+                group_role=config.role,
+                group_position=config.position,
                 **params,
-            )  # fmt: skip
+            )
+            return result, group_id
 
     try:
-        result = asyncio.run(call())
+        result, group_id = asyncio.run(call())
     except ProviderError as error:
         raise dg.Failure(
             f"the call failed ({error.error_type}): {error.message}",
             metadata={"raw_call_id": getattr(error, "call_id", None) or -1},
         ) from error
-    group_id = None
-    if config.group_type:
-        with db.session_scope() as session:
-            repo = GroupRepository(session)
-            group_id = repo.get_or_create_group(config.group_type, config.group_name)
-            repo.add_group_members(
-                group_id,
-                [{"call_id": result["id"], "position": config.position, "role": config.role}],
-            )
     meta = result["metadata"]
     context.add_output_metadata(
         {

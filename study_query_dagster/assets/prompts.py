@@ -3,13 +3,13 @@
 
 import dagster as dg
 
-from ..db import GroupRepository
 from ..resources.database import DatabaseResource
 from ..resources.embeddings import EmbeddingResource
 from ..resources.prompt_sets import PromptSetsResource
 from ..resources.providers import LLMProvidersResource
 from ..services.prompt_sets import PromptSet, estimate_max_cost, preview_markdown
-from ..services.study_runs import PROMPT_SET_GROUP
+from ..services.runs import store_prompt_set
+from .metadata import md_list
 
 PROMPT_SETS = dg.DynamicPartitionsDefinition(name="prompt_sets")
 
@@ -41,16 +41,6 @@ def missing_credentials(
     return problems
 
 
-def load_stored_prompt_set(db, name: str) -> tuple[int, PromptSet, str]:
-    """(group id, validated prompt set, content hash) as the last `prompt_set` run stored it."""
-    with db.session_scope() as session:
-        group = GroupRepository(session).find_group(PROMPT_SET_GROUP, name)
-        meta = dict(group.metadata_json or {}) if group is not None else {}
-    if group is None or "content" not in meta:
-        raise dg.Failure(f"prompt set {name!r} is not stored yet: materialize prompt_set first")
-    return group.id, PromptSet.model_validate(meta["content"]), meta["content_hash"]
-
-
 @dg.asset(
     partitions_def=PROMPT_SETS,
     group_name="prompts",
@@ -74,30 +64,9 @@ def prompt_set(
 ):
     """A prompt set file, parsed and validated (a malformed file fails here with its file,
     line and field), stored as a `prompt_set` group with its content hash."""
-    name = context.partition_key
-    loaded = prompt_sets.load(name)
+    loaded = prompt_sets.load(context.partition_key)
+    group_id = store_prompt_set(database.get_connection(), loaded, stored_by=context.run.run_id)
     ps = loaded.prompt_set
-    content = ps.model_dump(mode="json", exclude_defaults=True)
-    db = database.get_connection()
-    with db.session_scope() as session:
-        repo = GroupRepository(session)
-        group_id = repo.get_or_create_group(PROMPT_SET_GROUP, name, description=ps.description)
-        meta = dict(repo.get_group(group_id).metadata_json or {})
-        versions = dict(meta.get("versions", {}))
-        versions.setdefault(loaded.content_hash, context.run.run_id)
-        repo.update_group(
-            group_id,
-            description=ps.description,
-            metadata_json={
-                **meta,
-                "content": content,
-                "content_hash": loaded.content_hash,
-                "path": str(loaded.path),
-                "expected_calls": ps.expected_calls,
-                "versions": versions,  # content hash -> first Dagster run that stored it
-            },
-        )
-
     cost = estimate_max_cost(ps)
     problems = missing_credentials(ps, llm, embedding, source=str(loaded.path))
     targets = [
@@ -109,7 +78,7 @@ def prompt_set(
             "file": str(loaded.path),
             "content_hash": loaded.content_hash,
             "prompts": len(ps.prompts),
-            "targets": dg.MetadataValue.md("\n".join(f"- {t}" for t in targets)),
+            "targets": md_list(targets),
             "samples": ps.samples,
             "expected_calls": ps.expected_calls,
             "estimated_max_cost_usd": cost.total,
@@ -122,5 +91,5 @@ def prompt_set(
         check_name="prompt_set_is_valid",
         passed=not problems,
         description="; ".join(problems) or "all targets configured",
-        metadata={"problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none")},
+        metadata={"problems": md_list(problems)},
     )

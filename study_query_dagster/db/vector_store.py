@@ -28,7 +28,7 @@ from sqlalchemy import (
 
 from ..log import get_logger
 from .dialect import CHUNK_SIZE, Repository, insert_ignore
-from .models_v2 import EmbeddingVector
+from .models_v2 import EmbeddingVector, RawCall
 from .types import Vector
 
 logger = get_logger(__name__)
@@ -153,6 +153,23 @@ class VectorStore(Repository):
                     id_, request_hash, call_id, model, dimension, values, text_
                 )
         return found
+
+    def stored_dimension(self, provider: str, model: str, dimensions: int | None) -> int | None:
+        """The length of the vectors stored for `provider`'s `model` by calls that asked for
+        `dimensions` (None: calls that left the size to the model), or None if there are none.
+        The embedding cache checks new vectors against it."""
+        asked = RawCall.request_json["dimensions"].as_integer()
+        stmt = (
+            select(EmbeddingVector.dimension)
+            .join(RawCall, RawCall.id == EmbeddingVector.call_id)
+            .where(
+                EmbeddingVector.model == model,
+                RawCall.provider == provider,
+                asked.is_(None) if dimensions is None else asked == dimensions,
+            )
+            .limit(1)
+        )
+        return self.session.scalar(stmt)
 
     def ensure_hnsw_index(self, model: str, dimension: int) -> str | None:
         """Create (if missing) the PostgreSQL HNSW index that serves cosine searches over one

@@ -121,15 +121,22 @@ def to_messages(prompt: str | None = None, messages: list[Message] | None = None
 _SECRET = "credentials and transport belong in the provider's configuration"
 FORBIDDEN_PARAMS = {
     **dict.fromkeys(
-        ["api_key", "api-key", "authorization", "headers", "extra_headers", "extra_query",
-         "http_client"],
+        [
+            "api_key",
+            "api-key",
+            "authorization",
+            "headers",
+            "extra_headers",
+            "extra_query",
+            "http_client",
+        ],
         _SECRET,
     ),
     "stream": "streaming is not supported",
     # n > 1 returns several choices in one call; only one would be captured and tokens
     # would be misattributed. Samples are separate calls.
     "n": "one call captures one answer: use samples (run_sampling) for several",
-}  # fmt: skip
+}
 
 
 def check_params(params: Mapping[str, Any]) -> None:
@@ -305,24 +312,35 @@ def error_from_openai(exc: Exception, provider: str) -> ProviderError:
     if isinstance(exc, ProviderError):
         return exc
     if isinstance(exc, openai.APITimeoutError):
-        return ProviderError(f"{provider}: request timed out", provider, retryable=True,
-                             error_type="timeout")  # fmt: skip
+        return ProviderError(
+            f"{provider}: request timed out", provider, retryable=True, error_type="timeout"
+        )
     if isinstance(exc, openai.APIConnectionError):
-        return ProviderError(f"{provider}: connection error: {exc}", provider, retryable=True,
-                             error_type="connection")  # fmt: skip
+        return ProviderError(
+            f"{provider}: connection error: {exc}",
+            provider,
+            retryable=True,
+            error_type="connection",
+        )
     if isinstance(exc, openai.APIStatusError):
         headers = dict(exc.response.headers) if exc.response is not None else None
         return error_from_http(
-            provider, exc.status_code, headers, exc.body or exc.message,
+            provider,
+            exc.status_code,
+            headers,
+            exc.body or exc.message,
             request_id=getattr(exc, "request_id", None),
-        )  # fmt: skip
+        )
     if isinstance(exc, openai.APIResponseValidationError | ValueError):
         # A 2xx whose body is not what the API promises (truncated, not JSON): transient
         # corruption is the usual cause, so it is worth another attempt.
-        return ProviderError(f"{provider}: malformed response: {exc}", provider, retryable=True,
-                             error_type="malformed_response")  # fmt: skip
-    return ProviderError(f"{provider}: {type(exc).__name__}: {exc}", provider,
-                         error_type="unknown")  # fmt: skip
+        return ProviderError(
+            f"{provider}: malformed response: {exc}",
+            provider,
+            retryable=True,
+            error_type="malformed_response",
+        )
+    return ProviderError(f"{provider}: {type(exc).__name__}: {exc}", provider, error_type="unknown")
 
 
 def error_from_httpx(exc: Exception, provider: str) -> ProviderError:
@@ -332,10 +350,14 @@ def error_from_httpx(exc: Exception, provider: str) -> ProviderError:
     if isinstance(exc, ProviderError):
         return exc
     if isinstance(exc, httpx.TimeoutException):
-        return ProviderError(f"{provider}: request timed out", provider, retryable=True,
-                             error_type="timeout")  # fmt: skip
+        return ProviderError(
+            f"{provider}: request timed out", provider, retryable=True, error_type="timeout"
+        )
     if isinstance(exc, httpx.TransportError):
-        return ProviderError(f"{provider}: connection error: {type(exc).__name__}: {exc}",
-                             provider, retryable=True, error_type="connection")  # fmt: skip
-    return ProviderError(f"{provider}: {type(exc).__name__}: {exc}", provider,
-                         error_type="unknown")  # fmt: skip
+        return ProviderError(
+            f"{provider}: connection error: {type(exc).__name__}: {exc}",
+            provider,
+            retryable=True,
+            error_type="connection",
+        )
+    return ProviderError(f"{provider}: {type(exc).__name__}: {exc}", provider, error_type="unknown")

@@ -8,7 +8,7 @@ as `ProviderError` (see `providers/base.py`); the SDK's own retries are switched
 (`max_retries=0`) because `EmbeddingService` owns the retry policy.
 
 `create_embedding_provider(name, **config)` builds one by name; `embedding_provider_from_env()`
-builds one from `Settings` (the same variables as the chat providers).
+builds one from `Settings` (the same variables as the chat providers: one registry row each).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from .azure import DEFAULT_API_VERSION
 from .base import ProviderError, clean_api_key, error_from_openai, scrub_secrets
-from .factory import PROVIDER_ENV_VARS
 
 ENCODING_FORMATS = ("float", "base64")
 # OpenAI's documented per-input limit for text-embedding-3-* and ada-002 (Azure serves the same).
@@ -159,8 +159,11 @@ class _OpenAISDKEmbeddingProvider(BaseEmbeddingProvider):
             got = len(data) if isinstance(data, list) else "no"
             raise ProviderError(
                 f"{self.name}: asked for {len(texts)} embeddings, got {got}",
-                self.name, retryable=True, error_type="malformed_response", request_id=request_id,
-            )  # fmt: skip
+                self.name,
+                retryable=True,
+                error_type="malformed_response",
+                request_id=request_id,
+            )
         try:
             data = sorted(data, key=lambda d: d["index"])
             vectors = [_decode(d["embedding"]) for d in data]
@@ -169,9 +172,13 @@ class _OpenAISDKEmbeddingProvider(BaseEmbeddingProvider):
             if array.ndim != 2 or array.shape[1] == 0 or not np.all(np.isfinite(array)):
                 raise ValueError("vectors must be equally long, non-empty and finite")
         except (KeyError, TypeError, ValueError) as exc:
-            raise ProviderError(f"{self.name}: malformed embeddings response: {exc}", self.name,
-                                retryable=True, error_type="malformed_response",
-                                request_id=request_id) from exc  # fmt: skip
+            raise ProviderError(
+                f"{self.name}: malformed embeddings response: {exc}",
+                self.name,
+                retryable=True,
+                error_type="malformed_response",
+                request_id=request_id,
+            ) from exc
         usage = body.get("usage")
         usage = usage if isinstance(usage, dict) else {}
         return EmbeddingResult(
@@ -227,9 +234,12 @@ class OpenAIEmbeddingProvider(_OpenAISDKEmbeddingProvider):
         self.base_url = base_url
         self._secrets = (api_key,)
         self._client = openai.AsyncOpenAI(
-            api_key=api_key, base_url=base_url, organization=organization,
-            timeout=timeout, max_retries=0,
-        )  # fmt: skip
+            api_key=api_key,
+            base_url=base_url,
+            organization=organization,
+            timeout=timeout,
+            max_retries=0,
+        )
 
 
 class AzureEmbeddingProvider(_OpenAISDKEmbeddingProvider):
@@ -241,7 +251,7 @@ class AzureEmbeddingProvider(_OpenAISDKEmbeddingProvider):
         self,
         api_key: str,
         endpoint: str,
-        api_version: str,
+        api_version: str = DEFAULT_API_VERSION,
         *,
         timeout: float = DEFAULT_TIMEOUT_S,
         default_model: str | None = None,
@@ -262,9 +272,12 @@ class AzureEmbeddingProvider(_OpenAISDKEmbeddingProvider):
         self.default_token_limit = token_limit
         self._secrets = (api_key,)
         self._client = openai.AsyncAzureOpenAI(
-            api_key=api_key, azure_endpoint=endpoint, api_version=api_version,
-            timeout=timeout, max_retries=0,
-        )  # fmt: skip
+            api_key=api_key,
+            azure_endpoint=endpoint,
+            api_version=api_version,
+            timeout=timeout,
+            max_retries=0,
+        )
 
 
 # --- offline ---------------------------------------------------------------------------------
@@ -316,8 +329,9 @@ class OfflineEmbeddingProvider(BaseEmbeddingProvider):
     def __init__(self, dimensions: int = 256, *, default_model: str | None = None):
         self.default_model = default_model or self.default_model
         if isinstance(dimensions, bool) or not isinstance(dimensions, int) or dimensions <= 0:
-            raise ValueError(f"offline embeddings: `dimensions` must be a positive integer "
-                             f"(got {dimensions!r})")  # fmt: skip
+            raise ValueError(
+                f"offline embeddings: `dimensions` must be a positive integer (got {dimensions!r})"
+            )
         self.dimensions = dimensions
 
     async def embed(
@@ -342,23 +356,23 @@ class OfflineEmbeddingProvider(BaseEmbeddingProvider):
         )
 
 
-# --- factory ---------------------------------------------------------------------------------
-
-EMBEDDING_PROVIDERS: dict[str, type[BaseEmbeddingProvider]] = {
-    "azure": AzureEmbeddingProvider,
-    "openai": OpenAIEmbeddingProvider,
-    "offline": OfflineEmbeddingProvider,
-}
+# --- by name (the rows are in registry.py, which imports the classes above) -----------------
 
 
-def create_embedding_provider(name: str, /, **config: Any) -> BaseEmbeddingProvider:
-    """An embedding provider by name ("azure", "openai", "offline") with its constructor's
-    arguments. Unknown names or arguments raise ValueError listing what is accepted."""
-    cls = EMBEDDING_PROVIDERS.get(name)
-    if cls is None:
+def _embedding_row(name: str):
+    from .registry import EMBEDDING_PROVIDERS, PROVIDERS
+
+    if name not in EMBEDDING_PROVIDERS:
         raise ValueError(
             f"unknown embedding provider {name!r}; known: {', '.join(sorted(EMBEDDING_PROVIDERS))}"
         )
+    return PROVIDERS[name]
+
+
+def create_embedding_provider(name: str, /, **config: Any) -> BaseEmbeddingProvider:
+    """An embedding provider by name ("azure", "openai", "offline", ...) with its constructor's
+    arguments. Unknown names or arguments raise ValueError listing what is accepted."""
+    cls = _embedding_row(name).embedding
     accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
     unknown = sorted(set(config) - set(accepted))
     if unknown:
@@ -368,53 +382,28 @@ def create_embedding_provider(name: str, /, **config: Any) -> BaseEmbeddingProvi
     return cls(**config)
 
 
-# Which setting (environment variable) supplies each required constructor argument.
-REQUIRED_SETTINGS = {
-    "azure": {
-        arg: PROVIDER_ENV_VARS["azure"][arg] for arg in ("api_key", "endpoint", "api_version")
-    },
-    "openai": {"api_key": PROVIDER_ENV_VARS["openai"]["api_key"]},
-    "offline": {},
-}
-
-
 def embedding_provider_from_env(
     name: str | None = None, settings: Any = None, **overrides: Any
 ) -> BaseEmbeddingProvider:
     """A provider configured from `Settings` (environment / .env); `overrides` win.
 
-    azure: AZURE_OPENAI_API_KEY, AZURE_OPENAI_ENDPOINT, AZURE_OPENAI_API_VERSION;
-    openai: OPENAI_API_KEY, OPENAI_BASE_URL, OPENAI_ORGANIZATION; offline: nothing.
-    `name` defaults to EMBEDDING_PROVIDER, the default model to EMBEDDING_MODEL.
-    A missing required variable raises ValueError naming it, before any call is made.
+    The provider's variables are those of its registry row (azure: AZURE_OPENAI_API_KEY,
+    AZURE_OPENAI_ENDPOINT, AZURE_OPENAI_API_VERSION; openai: OPENAI_API_KEY, OPENAI_BASE_URL,
+    OPENAI_ORGANIZATION; offline: none), plus LLM_TIMEOUT_S. `name` defaults to
+    EMBEDDING_PROVIDER, the default model to EMBEDDING_MODEL. A missing required variable
+    raises ValueError naming it, before any call is made.
     """
     from ..config import get_settings
+    from .registry import accepted, settings_args
 
     s = settings or get_settings()
     name = name or s.embedding_provider
-    if name not in REQUIRED_SETTINGS:
-        return create_embedding_provider(name, **overrides)  # raises: unknown provider
-
-    def secret(value):
-        return value.get_secret_value() if value is not None else None
-
-    from_settings: dict[str, Any] = {
-        "azure": {
-            "api_key": secret(s.azure_openai_api_key),
-            "endpoint": s.azure_openai_endpoint,
-            "api_version": s.azure_openai_api_version,
-        },
-        "openai": {
-            "api_key": secret(s.openai_api_key),
-            "base_url": s.openai_base_url,
-            "organization": s.openai_organization,
-        },
-        "offline": {},
-    }[name]
+    row = _embedding_row(name)
+    config = settings_args(row, s, row.embedding)
     if s.embedding_model:
-        from_settings["default_model"] = s.embedding_model
-    config = {**from_settings, **overrides}
-    missing = [env for arg, env in REQUIRED_SETTINGS[name].items() if not config.get(arg)]
+        config.update(accepted(row.embedding, {"default_model": s.embedding_model}))
+    config.update(overrides)
+    missing = [row.env_vars[arg] for arg in row.required_settings if not config.get(arg)]
     if missing:
         raise ValueError(f"embedding provider {name!r} needs {' and '.join(missing)} to be set")
     return create_embedding_provider(name, **config)

@@ -1,63 +1,28 @@
-"""`ProviderFactory`: build a provider by name, from explicit config or from the environment.
+"""`ProviderFactory`: build a chat provider by name, from explicit arguments or from `Settings`,
+naming the variable to set when one is missing, before any call is made.
 
-`PROVIDER_ENV_VARS` maps each provider's settings to the environment variable that supplies it
-(read through `config.Settings`, the one place that names variables), so callers can tell a
-user exactly what to set before any call is made.
+What each provider is, and which variable supplies which argument, is its row in registry.py;
+`PROVIDER_ENV_VARS` and `REQUIRED_SETTINGS` are views of it.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..config import Settings
-from .azure import AzureOpenAIProvider
 from .base import BaseLLMProvider
-from .hyperbolic import HyperbolicProvider
-from .offline import OfflineProvider
-from .openai import OpenAIProvider
+from .registry import CHAT_PROVIDERS, PROVIDERS, ProviderSpec, settings_args
 
-PROVIDERS: dict[str, type[BaseLLMProvider]] = {
-    "azure": AzureOpenAIProvider,
-    "openai": OpenAIProvider,
-    "hyperbolic": HyperbolicProvider,
-    "offline": OfflineProvider,
-}
-
-# provider -> {constructor argument: Settings field}
-PROVIDER_SETTINGS: dict[str, dict[str, str]] = {
-    "azure": {
-        "api_key": "azure_openai_api_key",
-        "endpoint": "azure_openai_endpoint",
-        "deployment_name": "azure_openai_deployment",
-        "api_version": "azure_openai_api_version",
-    },
-    "openai": {
-        "api_key": "openai_api_key",
-        "model": "openai_model",
-        "base_url": "openai_base_url",
-        "organization": "openai_organization",
-    },
-    "hyperbolic": {
-        "api_key": "hyperbolic_api_key",
-        "model": "hyperbolic_model",
-        "base_url": "hyperbolic_base_url",
-    },
-    "offline": {},
-}
-
-# Arguments without which a provider cannot make a call.
-REQUIRED_SETTINGS: dict[str, tuple[str, ...]] = {
-    "azure": ("api_key", "endpoint", "deployment_name"),
-    "openai": ("api_key",),
-    "hyperbolic": ("api_key",),
-    "offline": (),
-}
+if TYPE_CHECKING:
+    from ..config import Settings
 
 # provider -> {constructor argument: environment variable}, e.g.
 # PROVIDER_ENV_VARS["azure"]["api_key"] == "AZURE_OPENAI_API_KEY".
 PROVIDER_ENV_VARS: dict[str, dict[str, str]] = {
-    name: {arg: Settings.model_fields[field].alias for arg, field in fields.items()}
-    for name, fields in PROVIDER_SETTINGS.items()
+    name: row.env_vars for name, row in PROVIDERS.items()
+}
+# provider -> arguments without which its chat client cannot make a call.
+REQUIRED_SETTINGS: dict[str, tuple[str, ...]] = {
+    name: PROVIDERS[name].required for name in CHAT_PROVIDERS
 }
 
 
@@ -75,17 +40,13 @@ class ProviderConfigError(ValueError):
         return [env for _, env in self.missing]
 
 
-def _canonical(name: str) -> str:
+def _row(name: str) -> ProviderSpec:
     key = (name or "").strip().lower()
-    if key not in PROVIDERS:
+    if key not in CHAT_PROVIDERS:
         raise ProviderConfigError(
-            f"unknown provider {name!r}; available: {', '.join(sorted(PROVIDERS))}", str(name)
+            f"unknown provider {name!r}; available: {', '.join(sorted(CHAT_PROVIDERS))}", str(name)
         )
-    return key
-
-
-def _secret(value: Any) -> Any:
-    return value.get_secret_value() if hasattr(value, "get_secret_value") else value
+    return PROVIDERS[key]
 
 
 def _missing_message(name: str, missing: list[tuple[str, str]]) -> str:
@@ -96,55 +57,48 @@ def _missing_message(name: str, missing: list[tuple[str, str]]) -> str:
 class ProviderFactory:
     @staticmethod
     def get_available_providers() -> list[str]:
-        return sorted(PROVIDERS)
+        return sorted(CHAT_PROVIDERS)
 
     @staticmethod
     def required_env_vars(name: str) -> list[str]:
         """Environment variables that must be set for `from_env(name)`."""
-        key = _canonical(name)
-        return [PROVIDER_ENV_VARS[key][arg] for arg in REQUIRED_SETTINGS[key]]
+        row = _row(name)
+        return [row.env_vars[arg] for arg in row.required]
 
     @staticmethod
     def missing_env_vars(name: str, settings: Settings | None = None) -> list[str]:
         """Required variables that are not set (empty when `from_env(name)` can build it)."""
-        key = _canonical(name)
-        values = ProviderFactory.config_from_settings(key, settings)
-        return [
-            PROVIDER_ENV_VARS[key][arg] for arg in REQUIRED_SETTINGS[key] if not values.get(arg)
-        ]
+        row = _row(name)
+        values = ProviderFactory.config_from_settings(row.name, settings)
+        return [row.env_vars[arg] for arg in row.required if not values.get(arg)]
 
     @staticmethod
     def config_from_settings(name: str, settings: Settings | None = None) -> dict[str, Any]:
         """The constructor arguments the environment supplies for `name` (secrets unwrapped:
         never log this dict)."""
-        key = _canonical(name)
-        settings = settings or Settings()
-        config = {
-            arg: _secret(getattr(settings, field))
-            for arg, field in PROVIDER_SETTINGS[key].items()
-            if getattr(settings, field) not in (None, "")
-        }
-        if key != "offline":
-            config["timeout"] = settings.llm_timeout_s
-        return config
+        from ..config import Settings  # config builds its fields from the registry
+
+        row = _row(name)
+        return settings_args(row, settings or Settings(), row.chat)
 
     @staticmethod
     def create(name: str, **config: Any) -> BaseLLMProvider:
         """A provider from explicit arguments (see each provider's constructor)."""
-        key = _canonical(name)
-        env = PROVIDER_ENV_VARS[key]
-        missing = [(arg, env[arg]) for arg in REQUIRED_SETTINGS[key] if not config.get(arg)]
+        row = _row(name)
+        missing = [(arg, row.env_vars[arg]) for arg in row.required if not config.get(arg)]
         if missing:
-            raise ProviderConfigError(_missing_message(key, missing), key, missing)
+            raise ProviderConfigError(_missing_message(row.name, missing), row.name, missing)
         try:
-            return PROVIDERS[key](**config)
+            return row.chat(**config)
         except TypeError as exc:
-            raise ProviderConfigError(f"provider {key!r}: bad configuration: {exc}", key) from exc
+            raise ProviderConfigError(
+                f"provider {row.name!r}: bad configuration: {exc}", row.name
+            ) from exc
 
     @staticmethod
     def from_env(name: str, settings: Settings | None = None, **overrides: Any) -> BaseLLMProvider:
         """A provider configured from the environment / `.env` (explicit `overrides` win).
         A missing required setting raises `ProviderConfigError` naming the variable."""
-        key = _canonical(name)
-        config = {**ProviderFactory.config_from_settings(key, settings), **overrides}
-        return ProviderFactory.create(key, **config)
+        row = _row(name)
+        config = {**ProviderFactory.config_from_settings(row.name, settings), **overrides}
+        return ProviderFactory.create(row.name, **config)

@@ -72,17 +72,22 @@ class HyperbolicProvider(BaseLLMProvider):
             data = None
         if reply.status_code >= 400:
             error = error_from_http(
-                self.provider_name, reply.status_code, reply.headers,
-                data if data is not None else reply.text, request_id=request_id,
-            )  # fmt: skip
+                self.provider_name,
+                reply.status_code,
+                reply.headers,
+                data if data is not None else reply.text,
+                request_id=request_id,
+            )
             raise self._scrub(error)
         if not isinstance(data, dict):
             raise ProviderError(
                 f"{self.provider_name}: malformed response (HTTP {reply.status_code}, "
                 f"{reply.headers.get('content-type', 'no content type')}): {reply.text[:200]!r}",
-                self.provider_name, retryable=True, error_type="malformed_response",
+                self.provider_name,
+                retryable=True,
+                error_type="malformed_response",
                 request_id=request_id,
-            )  # fmt: skip
+            )
         response = parse_chat_completion(data, self.provider_name, model, started)
         response.metadata["request_id"] = request_id
         return response

@@ -27,11 +27,19 @@ from .base import (
 DEFAULT_MODEL = "offline-echo"
 FAILURE_KINDS = ("rate_limit", "server_error", "timeout")
 _FAILURES = {
-    "rate_limit": dict(status_code=429, error_type="rate_limit", message="HTTP 429: simulated rate limit"),
-    "server_error": dict(status_code=503, error_type="server_error", message="HTTP 503: simulated outage"),
-    "timeout": dict(status_code=None, error_type="timeout", message="request timed out (simulated)"),
-    "bad_request": dict(status_code=400, error_type="bad_request", message="HTTP 400: simulated bad request"),
-}  # fmt: skip
+    "rate_limit": dict(
+        status_code=429, error_type="rate_limit", message="HTTP 429: simulated rate limit"
+    ),
+    "server_error": dict(
+        status_code=503, error_type="server_error", message="HTTP 503: simulated outage"
+    ),
+    "timeout": dict(
+        status_code=None, error_type="timeout", message="request timed out (simulated)"
+    ),
+    "bad_request": dict(
+        status_code=400, error_type="bad_request", message="HTTP 400: simulated bad request"
+    ),
+}
 
 
 def words(text: str) -> int:
@@ -76,8 +84,11 @@ class OfflineProvider(BaseLLMProvider):
     ) -> ProviderResponse:
         canonical = json.dumps(
             {"model": model, "messages": chat, "params": params, "sample_index": sample_index},
-            sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str,
-        )  # fmt: skip
+            sort_keys=True,
+            ensure_ascii=False,
+            separators=(",", ":"),
+            default=str,
+        )
         digest = hashlib.sha256(canonical.encode()).hexdigest()
         occurrence = self._seen[digest]
         self._seen[digest] += 1
@@ -127,14 +138,14 @@ class OfflineProvider(BaseLLMProvider):
                 "response_id": response_id,
                 "response_model": model,
                 "request_id": f"{response_id}-{occurrence}",
-            },  # fmt: skip
+            },
             raw_response={
                 "id": response_id,
                 "model": model,
                 "text": text,
                 "finish_reason": finish,
                 "offline": True,
-            },  # fmt: skip
+            },
         )
 
     def __repr__(self) -> str:

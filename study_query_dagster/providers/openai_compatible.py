@@ -39,9 +39,11 @@ def parse_chat_completion(completion: Any, provider: str, model: str | None, sta
     choices = data.get("choices") or []
     if not choices:
         raise ProviderError(
-            f"{provider}: response has no choices", provider, retryable=True,
+            f"{provider}: response has no choices",
+            provider,
+            retryable=True,
             error_type="malformed_response",
-        )  # fmt: skip
+        )
     choice = choices[0]
     message = choice.get("message") or {}
     usage = data.get("usage") or {}

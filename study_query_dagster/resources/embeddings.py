@@ -1,50 +1,50 @@
 """`EmbeddingResource`: which embedder and model, and the `EmbeddingService` built from it.
 
-Credentials for the azure/openai embedders come from the shared `LLMProvidersResource`.
+Credentials come from the provider's section of the shared `LLMProvidersResource`; which
+arguments an embedder takes and needs is its registry row.
 """
 
 import dagster as dg
 from pydantic import Field
 
 from ..db import DatabaseConnection
-from ..providers.embeddings import REQUIRED_SETTINGS as EMBED_REQUIRED
 from ..providers.embeddings import create_embedding_provider
+from ..providers.registry import EMBEDDING_PROVIDERS, PROVIDERS, accepted
 from ..services.embeddings import EmbeddingService
 from .providers import LLMProvidersResource
 
 
 class EmbeddingResource(dg.ConfigurableResource):
     llm: LLMProvidersResource
-    provider: str = Field("offline", description="offline | openai | azure (EMBEDDING_PROVIDER)")
+    provider: str = Field(
+        "offline", description=f"{' | '.join(EMBEDDING_PROVIDERS)} (EMBEDDING_PROVIDER)"
+    )
     model: str | None = Field(None, description="Model, or Azure deployment (EMBEDDING_MODEL).")
     dimensions: int | None = Field(None, ge=1, description="Requested vector size, if any.")
     batch_size: int = Field(256, ge=1, le=2048, description="Inputs per API call.")
 
     def _provider_args(self, provider: str) -> dict:
-        if provider == "offline":
-            return {}
-        settings = getattr(self.llm, provider)
-        args = {"api_key": settings.api_key, "timeout": self.llm.timeout_s}
-        if provider == "azure":
-            args.update(endpoint=settings.endpoint,
-                        api_version=settings.api_version or "2024-10-21")  # fmt: skip
-        elif settings.base_url:
-            args["base_url"] = settings.base_url
-        return args
+        section = self.llm.connection(provider)
+        args = {}
+        if section is not None:
+            args = {k: v for k, v in section.model_dump().items() if v not in (None, "")}
+        args["timeout"] = self.llm.timeout_s
+        return accepted(PROVIDERS[provider].embedding, args)
 
     def missing_env_vars(self, provider: str | None = None, model: str | None = None) -> list[str]:
         """What must be set before `provider` can embed with `model` (default: this
-        resource's). Azure has no default model: its deployment must be named."""
+        resource's). An embedder without a default model (Azure) needs one named."""
         provider = provider or self.provider
-        if provider not in EMBED_REQUIRED:
+        if provider not in EMBEDDING_PROVIDERS:
             raise dg.Failure(
                 f"unknown embedding provider {provider!r}; available: "
-                f"{', '.join(sorted(EMBED_REQUIRED))}"
+                f"{', '.join(sorted(EMBEDDING_PROVIDERS))}"
             )
+        row = PROVIDERS[provider]
         args = self._provider_args(provider)
-        missing = [env for arg, env in EMBED_REQUIRED[provider].items() if not args.get(arg)]
-        if provider == "azure" and not (model or self.model):
-            missing.append("EMBEDDING_MODEL (the Azure deployment)")
+        missing = [row.env_vars[arg] for arg in row.required_settings if not args.get(arg)]
+        if row.embedding.default_model is None and not (model or self.model):
+            missing.append(f"EMBEDDING_MODEL ({provider} has no default model)")
         return missing
 
     def create_service(

@@ -1,37 +1,62 @@
 """`LLMProvidersResource`: credentials and limits for every provider, and the factory of
 provider clients and `InferenceService`s built from them.
 
-Secrets reach this resource through `dg.EnvVar` (see definitions.py), so the UI shows the
-variable's name, never its value. `missing_env_vars` lets assets refuse a target whose provider
-is not configured before any call is made.
+It has one `ProviderSettings` section per provider of the registry that has variables or
+limits (azure, openai, hyperbolic, ...), plus `offline`'s drill settings. Secrets reach it
+through `dg.EnvVar` (see build.py), so the UI shows the variable's name, never its value.
+`missing_env_vars` lets assets refuse a target whose provider is not configured before any
+call is made.
 """
 
+from typing import Any
+
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, create_model
 
 from ..db import DatabaseConnection
 from ..providers import BaseLLMProvider, ProviderFactory
-from ..providers.factory import PROVIDER_ENV_VARS, REQUIRED_SETTINGS
+from ..providers.registry import (
+    CHAT_PROVIDERS,
+    DEFAULT_MAX_CONCURRENCY,
+    PROVIDERS,
+    ProviderSpec,
+    accepted,
+)
 from ..services import InferenceService
-from ..services.rate_limits import ProviderLimits
-
-# Supplied by a prompt set's target, not by the environment.
-TARGET_SUPPLIED = {"model", "deployment_name"}
+from ..services.inference import ProviderLimits
 
 
-class ProviderSettings(dg.Config):
-    """One provider's connection and limits. Unused fields are ignored for that provider."""
-
-    api_key: str | None = Field(None, description="API key (set through an environment variable).")
-    endpoint: str | None = Field(None, description="Azure: https://<resource>.openai.azure.com")
-    api_version: str | None = Field(None, description="Azure API version.")
-    base_url: str | None = Field(None, description="OpenAI-compatible / Hyperbolic base URL.")
-    organization: str | None = Field(None, description="OpenAI organization id.")
+class ProviderLimitsConfig(dg.Config):
     max_concurrency: int = Field(
-        16, ge=1, description="Calls in flight at once to this provider, shared by a run's targets."
+        DEFAULT_MAX_CONCURRENCY,
+        ge=1,
+        description="Calls in flight at once to this provider, shared by a run's targets.",
     )
     requests_per_minute: int | None = Field(None, ge=1)
     tokens_per_minute: int | None = Field(None, ge=1)
+
+
+def _connection_fields() -> dict[str, Any]:
+    """One optional text field per constructor argument the registry's variables supply (the
+    model comes from each prompt-set target, so it is not one)."""
+    variables: dict[str, list[str]] = {}
+    for row in PROVIDERS.values():
+        for arg, variable in row.variables.items():
+            if arg != row.model_arg and arg != "model":
+                variables.setdefault(arg, []).append(variable.name)
+    return {
+        arg: (str | None, Field(None, description=f"From {' / '.join(names)}."))
+        for arg, names in variables.items()
+    }
+
+
+ProviderSettings = create_model(
+    "ProviderSettings",
+    __base__=ProviderLimitsConfig,
+    __module__=__name__,
+    __doc__="One provider's connection and limits. Fields a provider does not take are ignored.",
+    **_connection_fields(),
+)
 
 
 class OfflineSettings(dg.Config):
@@ -42,50 +67,44 @@ class OfflineSettings(dg.Config):
     max_concurrency: int = Field(64, ge=1)
 
 
-class LLMProvidersResource(dg.ConfigurableResource):
-    azure: ProviderSettings = Field(default_factory=ProviderSettings)
-    openai: ProviderSettings = Field(default_factory=ProviderSettings)
-    hyperbolic: ProviderSettings = Field(default_factory=ProviderSettings)
+def configured(row: ProviderSpec) -> bool:
+    """Whether `row` gets a `ProviderSettings` section: it has something to configure."""
+    return bool(row.variables or row.limits)
+
+
+class LLMProvidersBase(dg.ConfigurableResource):
+    """The fields and methods of `LLMProvidersResource`, which adds a section per provider."""
+
     offline: OfflineSettings = Field(default_factory=OfflineSettings)
     timeout_s: float = Field(60.0, gt=0, description="Per-attempt client timeout.")
     max_retries: int = Field(3, ge=0, description="Retries after the first attempt.")
     initial_wait_s: float = Field(1.0, ge=0)
     max_wait_s: float = Field(10.0, ge=0)
 
-    def _settings(self, provider: str) -> ProviderSettings | OfflineSettings:
-        if provider not in PROVIDER_ENV_VARS:
+    def connection(self, provider: str) -> dg.Config | None:
+        """`provider`'s section of this resource (None when it has none)."""
+        section = getattr(self, provider, None) if provider in PROVIDERS else None
+        return section if isinstance(section, dg.Config) else None
+
+    def _settings(self, provider: str) -> dg.Config:
+        if provider not in CHAT_PROVIDERS:
             raise dg.Failure(
-                f"unknown provider {provider!r}; available: {', '.join(sorted(PROVIDER_ENV_VARS))}"
+                f"unknown provider {provider!r}; available: {', '.join(sorted(CHAT_PROVIDERS))}"
             )
-        return getattr(self, provider)
+        return self.connection(provider) or ProviderSettings()
 
     def _constructor_args(self, provider: str, model: str) -> dict:
+        row = PROVIDERS[provider]
         settings = self._settings(provider)
-        if provider == "offline":
-            return {"model": model, "latency_s": settings.latency_s,
-                    "failure_rate": settings.failure_rate}  # fmt: skip
-        args = {"timeout": self.timeout_s}
-        if provider == "azure":
-            args.update(api_key=settings.api_key, endpoint=settings.endpoint,
-                        deployment_name=model)  # fmt: skip
-            if settings.api_version:
-                args["api_version"] = settings.api_version
-        else:
-            args.update(api_key=settings.api_key, model=model)
-            if settings.base_url:
-                args["base_url"] = settings.base_url
-            if provider == "openai" and settings.organization:
-                args["organization"] = settings.organization
-        return args
+        args = {k: v for k, v in settings.model_dump().items() if v not in (None, "")}
+        args.update({row.model_arg: model, "timeout": self.timeout_s})
+        return accepted(row.chat, args)
 
     def missing_env_vars(self, provider: str) -> list[str]:
         """Variables to set before `provider` can be called (empty when it is configured)."""
         args = self._constructor_args(provider, model="-")
-        return [
-            PROVIDER_ENV_VARS[provider][arg]
-            for arg in REQUIRED_SETTINGS[provider]
-            if arg not in TARGET_SUPPLIED and not args.get(arg)
-        ]
+        row = PROVIDERS[provider]
+        return [row.env_vars[arg] for arg in row.required_settings if not args.get(arg)]
 
     def create_provider(self, provider: str, model: str) -> BaseLLMProvider:
         return ProviderFactory.create(provider, **self._constructor_args(provider, model))
@@ -122,3 +141,20 @@ class LLMProvidersResource(dg.ConfigurableResource):
             close_provider=True,  # the provider is this service's own: closed with it
             limits=limits,
         )
+
+
+def _sections() -> dict[str, Any]:
+    names = [row.name for row in PROVIDERS.values() if configured(row)]
+    clash = set(names) & set(LLMProvidersBase.model_fields)
+    if clash:
+        raise ValueError(f"provider names clash with LLMProvidersResource fields: {clash}")
+    return {name: (ProviderSettings, Field(default_factory=ProviderSettings)) for name in names}
+
+
+LLMProvidersResource = create_model(
+    "LLMProvidersResource",
+    __base__=LLMProvidersBase,
+    __module__=__name__,
+    __doc__="Credentials and limits per provider; builds provider clients and services.",
+    **_sections(),
+)

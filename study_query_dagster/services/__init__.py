@@ -1,21 +1,40 @@
-"""Business logic (no Dagster): inference with retry and capture, preprocessing,
-conversations, pricing."""
+"""Business logic (no Dagster): inference with retry and capture, embeddings with their cache,
+preprocessing, conversations, pricing."""
 
-from .capture import CaptureWriter, Membership
 from .conversation import ConversationService
-from .inference import BatchResults, InferenceService, compute_request_hash
+from .embeddings import (
+    EmbeddingError,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    EmbeddingService,
+    SimilarEmbedding,
+)
+from .inference import (
+    BatchResults,
+    CaptureWriter,
+    InferenceService,
+    Membership,
+    ProviderLimits,
+    TokenBucket,
+    compute_request_hash,
+)
 from .preprocessing import PromptPreprocessor
 from .pricing import PriceTable, estimate_cost, get_price_table
-from .rate_limits import TokenBucket
 
 __all__ = [
     "BatchResults",
     "CaptureWriter",
     "ConversationService",
+    "EmbeddingError",
+    "EmbeddingRequest",
+    "EmbeddingResponse",
+    "EmbeddingService",
     "InferenceService",
     "Membership",
     "PriceTable",
     "PromptPreprocessor",
+    "ProviderLimits",
+    "SimilarEmbedding",
     "TokenBucket",
     "compute_request_hash",
     "estimate_cost",

@@ -24,9 +24,16 @@ def run_adhoc(resources, config):
 
 def test_adhoc_prompt_is_captured_grouped_and_shown(db_url, tmp_path, llm_server):
     resources = make_resources(db_url, tmp_path, llm_server.url)
-    config = {"provider": "openai", "model": "gpt-4o-mini", "prompt": "Is water wet?",
-              "temperature": 0.0, "group_type": "experiment", "group_name": "wetness",
-              "role": "probe", "position": 7}  # fmt: skip
+    config = {
+        "provider": "openai",
+        "model": "gpt-4o-mini",
+        "prompt": "Is water wet?",
+        "temperature": 0.0,
+        "group_type": "experiment",
+        "group_name": "wetness",
+        "role": "probe",
+        "position": 7,
+    }
     result = run_adhoc(resources, config)
     assert result.success
     [output] = [e for e in result.all_events if e.event_type_value == "STEP_OUTPUT"]
@@ -50,9 +57,14 @@ def test_adhoc_prompt_is_captured_grouped_and_shown(db_url, tmp_path, llm_server
 
 def test_adhoc_messages_and_failures(db_url, tmp_path, llm_server):
     resources = make_resources(db_url, tmp_path, llm_server.url)
-    chat = {"provider": "openai", "model": "gpt-4o-mini",
-            "messages": [{"role": "system", "content": "Be brief."},
-                         {"role": "user", "content": "Hi"}]}  # fmt: skip
+    chat = {
+        "provider": "openai",
+        "model": "gpt-4o-mini",
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Hi"},
+        ],
+    }
     assert run_adhoc(resources, chat).success
     assert llm_server.requests[-1].body["messages"][0]["content"] == "Be brief."
 
@@ -77,33 +89,55 @@ def test_definitions_validate_with_the_cli():
     env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}  # a temporary instance
     done = subprocess.run(
         [str(dagster), "definitions", "validate", "-w", "workspace.yaml"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Validation successful" in done.stdout + done.stderr
 
 
-def test_provider_limits_come_from_the_environment():
+def load_code_location(env: dict[str, str]) -> subprocess.CompletedProcess:
+    """Import the code location in a fresh process with `env`; print its llm resource's limits."""
     script = (
-        "from study_query_dagster.definitions import build_resources\n"
-        "llm = build_resources()['llm']\n"
+        "from study_query_dagster.definitions import defs\n"
+        "llm = defs.resources['llm']\n"
         "print(llm.openai.max_concurrency, llm.openai.requests_per_minute,"
         " llm.openai.tokens_per_minute, llm.azure.max_concurrency,"
-        " llm.hyperbolic.requests_per_minute)\n"
+        " llm.hyperbolic.requests_per_minute, llm.timeout_s)\n"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "AZURE_"))}
-    env.update(OPENAI_MAX_CONCURRENCY="3", OPENAI_REQUESTS_PER_MINUTE="120",
-               OPENAI_TOKENS_PER_MINUTE="40000", HYPERBOLIC_REQUESTS_PER_MINUTE="30")  # fmt: skip
-    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env,
-                          capture_output=True, text=True)  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["3", "120", "40000", "16", "30"]  # azure keeps the default
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "AZURE_", "LLM_"))}
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+    )
 
-    env["OPENAI_MAX_CONCURRENCY"] = "lots"
-    bad = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env,
-                         capture_output=True, text=True)  # fmt: skip
+
+def test_provider_limits_and_timeout_come_from_the_environment():
+    done = load_code_location(
+        {
+            "OPENAI_MAX_CONCURRENCY": "3",
+            "OPENAI_REQUESTS_PER_MINUTE": "120",
+            "OPENAI_TOKENS_PER_MINUTE": "40000",
+            "HYPERBOLIC_REQUESTS_PER_MINUTE": "30",
+            "LLM_TIMEOUT_S": "7.5",
+        }
+    )
+    assert done.returncode == 0, done.stderr
+    # azure keeps the default
+    assert done.stdout.split() == ["3", "120", "40000", "16", "30", "7.5"]
+
+
+def test_a_bad_setting_stops_the_code_location_naming_the_variable():
+    # One path for every variable: the timeout is validated like the limits.
+    bad = load_code_location({"OPENAI_MAX_CONCURRENCY": "lots", "LLM_TIMEOUT_S": "-1"})
     assert bad.returncode != 0
     assert "OPENAI_MAX_CONCURRENCY" in bad.stderr and "valid integer" in bad.stderr
+    assert "LLM_TIMEOUT_S" in bad.stderr and "greater than 0" in bad.stderr
 
 
 def test_asset_graph_shape():
@@ -115,5 +149,11 @@ def test_asset_graph_shape():
     }
     assert graph.get(dg.AssetKey("inference_run")).parent_keys == {dg.AssetKey("prompt_set")}
     checks = {c.name for c in defs.resolve_asset_graph().asset_check_keys}
-    assert {"prompt_set_is_valid", "every_request_captured", "failure_rate", "raw_calls_are_immutable",
-            "every_response_embedded", "embedding_dimensions_consistent"} <= checks  # fmt: skip
+    assert {
+        "prompt_set_is_valid",
+        "every_request_captured",
+        "failure_rate",
+        "raw_calls_are_immutable",
+        "every_response_embedded",
+        "embedding_dimensions_consistent",
+    } <= checks

@@ -33,9 +33,13 @@ def materialize(resources, name, *, instance=None, selection=None, raise_on_erro
     def run(inst):
         inst.add_dynamic_partitions("prompt_sets", [name])
         return dg.materialize(
-            study_assets_and_checks(), partition_key=name, instance=inst, resources=resources,
-            selection=selection or STUDY_ASSETS, raise_on_error=raise_on_error,
-        )  # fmt: skip
+            study_assets_and_checks(),
+            partition_key=name,
+            instance=inst,
+            resources=resources,
+            selection=selection or STUDY_ASSETS,
+            raise_on_error=raise_on_error,
+        )
 
     if instance is not None:
         return run(instance)
@@ -90,10 +94,13 @@ def test_whole_graph_captures_groups_embeds_and_checks(resources, prompt_dir, db
     assert (emb["answers"], emb["embedded"], emb["dimension"]) == (8, 8, 256)
 
     assert {name: c.passed for name, c in checks(result).items()} == {
-        "prompt_set_is_valid": True, "every_request_captured": True, "failure_rate": True,
-        "raw_calls_are_immutable": True, "every_response_embedded": True,
+        "prompt_set_is_valid": True,
+        "every_request_captured": True,
+        "failure_rate": True,
+        "raw_calls_are_immutable": True,
+        "every_response_embedded": True,
         "embedding_dimensions_consistent": True,
-    }  # fmt: skip
+    }
     # The openai target really went through the server: 2 prompts x 2 samples.
     assert llm_server.count("/v1/chat/completions") == 4
     assert llm_server.requests[0].body["messages"][0] == {
@@ -242,17 +249,22 @@ def test_embed_off_skips_embedding(resources, prompt_dir, db_url):
 
 def test_targets_of_one_provider_share_its_concurrency_limit(db_url, prompt_dir, llm_server):
     # Two models on one OpenAI account: together they may have 2 calls in flight, not 2 each.
-    write_prompt_set(prompt_dir, "pair", """
+    write_prompt_set(
+        prompt_dir,
+        "pair",
+        """
         name: pair
         prompts: [{id: a, text: "one"}, {id: b, text: "two"}, {id: c, text: "three"}]
         targets:
           - {provider: openai, model: gpt-4o-mini}
           - {provider: openai, model: gpt-4o}
         samples: 3
-    """)  # fmt: skip
+    """,
+    )
     resources = make_resources(db_url, prompt_dir, llm_server.url)
-    openai = ProviderSettings(api_key="sk-test-fake", base_url=llm_server.openai_base_url,
-                              max_concurrency=2)  # fmt: skip
+    openai = ProviderSettings(
+        api_key="sk-test-fake", base_url=llm_server.openai_base_url, max_concurrency=2
+    )
     resources["llm"] = LLMProvidersResource(openai=openai, **FAST_RETRIES)
     llm_server.latency_s = 0.05
     result = materialize(resources, "pair")

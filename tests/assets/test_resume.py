@@ -56,9 +56,11 @@ def test_reexecution_from_failure_sends_only_unfinished_items(
         )
         write_prompt_set(prompt_dir, "resume", edited)
         stored = dg.execute_job(
-            job, instance, tags={"dagster/partition": "resume"},
+            job,
+            instance,
+            tags={"dagster/partition": "resume"},
             asset_selection=[dg.AssetKey("prompt_set")],
-        )  # fmt: skip
+        )
         assert stored.success
         requests_before = len(llm_server.requests)
         options = dg.ReexecutionOptions.from_failure(first.run_id, instance)

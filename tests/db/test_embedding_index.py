@@ -58,9 +58,7 @@ def test_the_nearest_query_is_served_by_the_hnsw_index(pg_db):
     try:
         with pg_db.session_scope() as session:
             session.execute(text("SET LOCAL enable_seqscan = off"))
-            hits = VectorStore(session).nearest_embeddings(
-                vectors[5], k=5, model=TRICKY_MODEL
-            )
+            hits = VectorStore(session).nearest_embeddings(vectors[5], k=5, model=TRICKY_MODEL)
             found = [(e.text, d) for e, d in hits]
     finally:
         event.remove(pg_db.engine, "before_cursor_execute", capture)

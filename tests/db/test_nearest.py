@@ -24,8 +24,7 @@ def test_sqlite_and_postgres_agree(sqlite_db, pg_db):
     store_vectors(pg_db, rng.normal(size=(5, 8)), model="other")
 
     statements = []
-    event.listen(pg_db.engine, "before_cursor_execute",
-                 lambda *a: statements.append(a[2]))  # fmt: skip
+    event.listen(pg_db.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
 
     for query in (vectors[3], rng.normal(size=16)):
         from_sqlite = _nearest(sqlite_db, query, k=10)
@@ -40,8 +39,10 @@ def test_sqlite_and_postgres_agree(sqlite_db, pg_db):
         expected = [f"t{i}" for i in np.argsort(1 - sims, kind="stable")[:10]]
         assert [t for t, _ in from_sqlite] == expected
 
-    assert _nearest(sqlite_db, vectors[3], k=2)[:2] == [("t3", pytest.approx(0, abs=1e-6)),
-                                                         ("t17", pytest.approx(0, abs=1e-6))]  # fmt: skip
+    assert _nearest(sqlite_db, vectors[3], k=2)[:2] == [
+        ("t3", pytest.approx(0, abs=1e-6)),
+        ("t17", pytest.approx(0, abs=1e-6)),
+    ]
     assert any("<=>" in s and "ORDER BY" in s for s in statements), "PostgreSQL must rank in SQL"
 
 

@@ -35,8 +35,12 @@ def overlapping_set(name: str, numbers: range) -> str:
 def run_embeddings(name: str, env: dict, log) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "tests.support.run_study_job", name, "response_embeddings"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 @pytest.mark.slow
@@ -54,13 +58,18 @@ def test_concurrent_embedding_runs_leave_one_cache_entry_per_hash(
         instance.add_dynamic_partitions("prompt_sets", list(SETS))
         for name in SETS:  # the answers to embed
             result = dg.execute_job(
-                reconstructable_study_job(), instance, tags={"dagster/partition": name},
+                reconstructable_study_job(),
+                instance,
+                tags={"dagster/partition": name},
                 asset_selection=[dg.AssetKey("prompt_set"), dg.AssetKey("inference_run")],
-            )  # fmt: skip
+            )
             assert result.success
     assert llm_server.count("/embeddings") == 0
 
-    llm_server.latency_s = 0.2  # both runs have calls in flight before either stores a vector
+    # No embedding is answered until both runs have sent one. Each run's first call of the
+    # model goes alone (it doubles as the deployment probe), so the first two calls come from
+    # the two runs: both have looked up every answer before either stored a vector.
+    llm_server.hold(until=lambda requests: len(requests) >= 2, match="/embeddings")
     go = tmp_path / "go"
     env = {**os.environ, "SQD_TEST_GO": str(go)}
     logs = {name: (tmp_path / f"{name}.log").open("w") for name in SETS}
@@ -70,13 +79,16 @@ def test_concurrent_embedding_runs_leave_one_cache_entry_per_hash(
             assert proc.poll() is None, (tmp_path / f"{name}.log").read_text()
         time.sleep(0.02)
     go.touch()
+    while any(proc.poll() is None for proc in runs.values()):
+        if any(proc.returncode not in (None, 0) for proc in runs.values()):
+            llm_server.release()  # a failed run never sends: let the other one finish
+        time.sleep(0.02)
     for name, proc in runs.items():
-        proc.wait()
         logs[name].close()
         output = (tmp_path / f"{name}.log").read_text()
         assert proc.returncode == 0, output
 
-    # The race happened: answers of the overlap were sent for embedding by both runs.
+    # The race happened: every answer of the overlap was sent for embedding by both runs.
     sent = Counter(
         text
         for r in llm_server.requests
@@ -84,7 +96,7 @@ def test_concurrent_embedding_runs_leave_one_cache_entry_per_hash(
         for text in r.body["input"]
     )
     shared = {f"echo: shared question {i}" for i in range(30, 60)}
-    assert sum(1 for text in shared if sent[text] == 2) >= 5, sent
+    assert all(sent[text] == 2 for text in shared), sent
 
     db = DatabaseConnection(db_url)
     with db.session_scope() as session:
@@ -105,11 +117,12 @@ def test_concurrent_embedding_runs_leave_one_cache_entry_per_hash(
         for run in embedding_runs:
             assert run.status == dg.DagsterRunStatus.SUCCESS
             checks = {
-                record.event_log_entry.dagster_event.asset_check_evaluation_data.check_name:
-                record.event_log_entry.dagster_event.asset_check_evaluation_data.passed
+                record.event_log_entry.dagster_event.asset_check_evaluation_data.check_name: record.event_log_entry.dagster_event.asset_check_evaluation_data.passed
                 for record in instance.get_records_for_run(
                     run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
                 ).records
-            }  # fmt: skip
-            assert checks == {"every_response_embedded": True,
-                              "embedding_dimensions_consistent": True}  # fmt: skip
+            }
+            assert checks == {
+                "every_response_embedded": True,
+                "embedding_dimensions_consistent": True,
+            }

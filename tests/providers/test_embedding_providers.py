@@ -21,6 +21,7 @@ from study_query_dagster.providers.embeddings import (
     embedding_provider_from_env,
     hash_embedding,
 )
+from study_query_dagster.providers.wordllama_embeddings import WordLlamaEmbeddingProvider
 from tests.support.fake_llm_server import Fault, fake_embedding
 
 KEY = "sk-test-embeddings-0123456789"
@@ -239,13 +240,19 @@ async def test_from_env_reads_the_chat_providers_variables(llm_server, monkeypat
 
 
 def test_from_env_names_the_missing_variable(monkeypatch):
-    for var in ("OPENAI_API_KEY", "AZURE_OPENAI_API_KEY", "AZURE_OPENAI_ENDPOINT",
-                "EMBEDDING_PROVIDER", "EMBEDDING_MODEL"):  # fmt: skip
+    for var in (
+        "OPENAI_API_KEY",
+        "AZURE_OPENAI_API_KEY",
+        "AZURE_OPENAI_ENDPOINT",
+        "EMBEDDING_PROVIDER",
+        "EMBEDDING_MODEL",
+    ):
         monkeypatch.delenv(var, raising=False)
     settings = Settings(_env_file=None)
     with pytest.raises(ValueError, match="needs OPENAI_API_KEY"):
         embedding_provider_from_env("openai", settings)
     with pytest.raises(ValueError, match="needs AZURE_OPENAI_API_KEY and AZURE_OPENAI_ENDPOINT"):
         embedding_provider_from_env("azure", settings)
-    # With nothing configured the default is the offline embedder.
-    assert isinstance(embedding_provider_from_env(settings=settings), OfflineEmbeddingProvider)
+    # With nothing configured the default is the offline semantic embedder.
+    assert isinstance(embedding_provider_from_env(settings=settings), WordLlamaEmbeddingProvider)
+    assert isinstance(embedding_provider_from_env("offline", settings), OfflineEmbeddingProvider)

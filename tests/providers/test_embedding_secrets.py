@@ -11,8 +11,12 @@ KEY = "sk-embed-echo-0123456789abcdef"
 
 
 def echo(status: int) -> Fault:
-    return Fault(status=status, body='{"error": {"message": "Incorrect API key provided: '
-                 + KEY + '", "code": "invalid_api_key"}}')  # fmt: skip
+    return Fault(
+        status=status,
+        body='{"error": {"message": "Incorrect API key provided: '
+        + KEY
+        + '", "code": "invalid_api_key"}}',
+    )
 
 
 @pytest.mark.parametrize("status", [401, 500])

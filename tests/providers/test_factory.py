@@ -34,8 +34,10 @@ def test_available_and_env_var_mapping():
     assert PROVIDER_ENV_VARS["openai"]["base_url"] == "OPENAI_BASE_URL"
     assert PROVIDER_ENV_VARS["hyperbolic"]["model"] == "HYPERBOLIC_MODEL"
     assert ProviderFactory.required_env_vars("azure") == [
-        "AZURE_OPENAI_API_KEY", "AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_DEPLOYMENT",
-    ]  # fmt: skip
+        "AZURE_OPENAI_API_KEY",
+        "AZURE_OPENAI_ENDPOINT",
+        "AZURE_OPENAI_DEPLOYMENT",
+    ]
     assert ProviderFactory.required_env_vars("offline") == []
 
 

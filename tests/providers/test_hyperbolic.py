@@ -8,10 +8,13 @@ from tests.support.fake_llm_server import Fault
 KEY = "hb-test-key-0123456789abcdef"
 
 
+MODEL = "meta-llama/Meta-Llama-3.1-8B-Instruct"
+
+
 @pytest.fixture
 async def hyperbolic(llm_server):
-    async with HyperbolicProvider(KEY, "meta-llama/Meta-Llama-3.1-8B-Instruct",
-                                  base_url=llm_server.url, timeout=1.5) as provider:  # fmt: skip
+    # A generous timeout: only the timeout test wants the client to give up (see there).
+    async with HyperbolicProvider(KEY, MODEL, base_url=llm_server.url, timeout=60) as provider:
         yield provider
 
 
@@ -51,7 +54,7 @@ async def test_finish_reason_length(hyperbolic, llm_server):
             "server_error",
             503,
             True,
-        ),  # fmt: skip
+        ),
         (
             Fault(
                 status=400, body="bad request: temperature out of range", content_type="text/plain"
@@ -59,9 +62,8 @@ async def test_finish_reason_length(hyperbolic, llm_server):
             "bad_request",
             400,
             False,
-        ),  # fmt: skip
+        ),
         (Fault(status=401), "authentication", 401, False),
-        (Fault(kind="hang", hang_s=6), "timeout", None, True),
         (Fault(kind="drop"), "connection", None, True),
         (Fault(kind="malformed"), "malformed_response", None, True),
     ],
@@ -78,6 +80,14 @@ async def test_failures_including_non_json_bodies(
         assert error.retry_after == 1.0
     if fault.body and not fault.body.startswith("{"):
         assert fault.body[:20] in error.message  # the text body is kept for the capture
+
+
+async def test_a_server_that_never_answers_is_a_timeout(llm_server):
+    llm_server.script(Fault(kind="hang", hang_s=None))
+    with pytest.raises(ProviderError) as caught:
+        async with HyperbolicProvider(KEY, MODEL, base_url=llm_server.url, timeout=0.5) as p:
+            await p.complete("hi")
+    assert (caught.value.error_type, caught.value.retryable) == ("timeout", True)
 
 
 async def test_key_never_in_errors_or_repr(hyperbolic, llm_server):

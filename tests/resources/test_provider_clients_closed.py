@@ -36,8 +36,9 @@ def test_a_resource_service_closes_its_client_so_later_loops_stay_clean(llm_serv
 
 
 async def test_a_service_around_the_callers_provider_leaves_it_open(llm_server):
-    async with OpenAIProvider("sk-test-fake", "gpt-4o-mini",
-                              base_url=llm_server.openai_base_url) as provider:  # fmt: skip
+    async with OpenAIProvider(
+        "sk-test-fake", "gpt-4o-mini", base_url=llm_server.openai_base_url
+    ) as provider:
         async with InferenceService(provider) as service:
             await service.run_inference("hello")
         assert not provider._client.is_closed()

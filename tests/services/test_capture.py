@@ -57,8 +57,9 @@ async def wait_until(predicate, task=None):
 
 @pytest.fixture
 async def provider(llm_server):
-    async with OpenAIProvider(KEY, "gpt-4o-mini", base_url=llm_server.openai_base_url,
-                              timeout=60) as p:  # fmt: skip
+    async with OpenAIProvider(
+        KEY, "gpt-4o-mini", base_url=llm_server.openai_base_url, timeout=60
+    ) as p:
         yield p
 
 
@@ -195,8 +196,9 @@ async def test_ctrl_c_records_in_flight_calls_as_cancelled(db_url, llm_server, t
     script.write_text(CTRL_C_SCRIPT)
     proc = subprocess.Popen(
         [sys.executable, str(script), db_url, llm_server.openai_base_url],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         await wait_until(lambda: llm_server.count() == 3 or proc.poll() is not None)
         assert proc.poll() is None, proc.stdout.read().decode()
@@ -242,8 +244,9 @@ async def test_no_api_key_in_any_raw_calls_column_or_log_line(
             await svc.run_sampling("sample", 2)
     assert llm_server.count() == 3 * 8
     # the server did receive the keys, so a leak was possible
-    assert {r.headers.get("api-key") or r.headers["authorization"][7:]
-            for r in llm_server.requests} == set(keys.values())  # fmt: skip
+    assert {
+        r.headers.get("api-key") or r.headers["authorization"][7:] for r in llm_server.requests
+    } == set(keys.values())
 
     sqlite_db.dispose()
     path = Path(sqlite_db.url.database)

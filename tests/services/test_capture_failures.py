@@ -54,7 +54,9 @@ def test_a_refused_capture_is_one_readable_log_line(sqlite_db, caplog):
 
 def test_an_abandoned_row_leaves_no_unretrieved_exception(sqlite_db, monkeypatch):
     # Off, so that pytest's log capture keeps no reference to the error.
-    monkeypatch.setattr(logging.getLogger("study_query_dagster.services.capture"), "disabled", True)
+    monkeypatch.setattr(
+        logging.getLogger("study_query_dagster.services.inference.capture"), "disabled", True
+    )
     raised, unhandled = capture_twice_into_a_broken_database(sqlite_db)
     assert raised == ["no such table: raw_calls"]
     assert [c["message"] for c in unhandled] == []

@@ -46,16 +46,22 @@ async def test_conversation_is_a_group_of_turns_and_survives_failures(db, provid
         await chat.send(cid, "this turn fails")
     await chat.send(cid, "two")
     assert [m["content"] for m in await chat.history(cid)] == [
-        "System rules.", "one", "echo: one", "two", "echo: two",
-    ]  # fmt: skip
+        "System rules.",
+        "one",
+        "echo: one",
+        "two",
+        "echo: two",
+    ]
     with db.session_scope() as session:
         repo = GroupRepository(session)
         group = repo.find_group("conversation", cid)
         assert group.metadata_json == {"topic": "maths", "system_prompt": "System rules."}
         turns = repo.get_group_members(group.id)
         assert [(m.position, m.role, m.call.status) for m in turns] == [
-            (1, "turn", "success"), (2, "turn", "failed"), (3, "turn", "success"),
-        ]  # fmt: skip
+            (1, "turn", "success"),
+            (2, "turn", "failed"),
+            (3, "turn", "success"),
+        ]
         assert [m.call.metadata_json["turn"] for m in turns] == [1, 2, 2]
         assert {m.call.metadata_json["conversation_id"] for m in turns} == {cid}
     with pytest.raises(ValueError, match="already exists"):
@@ -112,8 +118,10 @@ async def test_a_conversation_resumed_in_a_new_process_continues_with_full_histo
     script.write_text(RESUME_SCRIPT)
     done = subprocess.run(
         [sys.executable, str(script), db_url, llm_server.openai_base_url, cid],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     output = json.loads(done.stdout.strip().splitlines()[-1])
     expected = [

@@ -8,12 +8,10 @@ import hashlib
 import json
 import logging
 import threading
-import time
 
 import numpy as np
 import pytest
 from sqlalchemy import event, func, select, text
-from tenacity import RetryCallState
 
 from study_query_dagster.db import DatabaseConnection, EmbeddingVector, GroupRepository, RawCall
 from study_query_dagster.providers.base import ProviderError
@@ -23,6 +21,7 @@ from study_query_dagster.providers.embeddings import (
     OpenAIEmbeddingProvider,
 )
 from study_query_dagster.services.embeddings import (
+    DEFAULT_RETRY,
     EmbeddingError,
     EmbeddingRequest,
     EmbeddingService,
@@ -36,7 +35,7 @@ from tests.support.fake_llm_server import Fault, fake_embedding
 KEY = "sk-embedding-service-secret-42"
 MODEL = "text-embedding-3-small"
 # Small waits where the wait itself is not what a test is about.
-FAST = RetryPolicy(initial_wait=0.01, max_wait=0.05, jitter=0.01)
+FAST = RetryPolicy(max_retries=5, initial_wait=0.01, max_wait=0.05)
 
 
 def service(db, llm_server, **kwargs) -> EmbeddingService:
@@ -64,11 +63,19 @@ def sent_inputs(llm_server) -> list[list[str]]:
 def test_request_hash_is_sha256_of_canonical_json():
     expected = hashlib.sha256(
         json.dumps(
-            {"key_version": 1, "provider": "openai", "model": MODEL,
-             "normalized_text": "hello world", "dimensions": 256, "encoding_format": "float"},
-            sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+            {
+                "key_version": 1,
+                "provider": "openai",
+                "model": MODEL,
+                "normalized_text": "hello world",
+                "dimensions": 256,
+                "encoding_format": "float",
+            },
+            sort_keys=True,
+            separators=(",", ":"),
+            ensure_ascii=False,
         ).encode()
-    ).hexdigest()  # fmt: skip
+    ).hexdigest()
     got = compute_request_hash(
         "hello world", provider="openai", model=MODEL, dimensions=256, encoding_format="float"
     )
@@ -81,14 +88,24 @@ def test_request_hash_is_sha256_of_canonical_json():
 
 def test_same_input_same_hash_and_variants_normalise_to_it():
     def h(text, **kw):
-        args = {"provider": "openai", "model": MODEL, "dimensions": None,
-                "encoding_format": "float", **kw}  # fmt: skip
+        args = {
+            "provider": "openai",
+            "model": MODEL,
+            "dimensions": None,
+            "encoding_format": "float",
+            **kw,
+        }
         return compute_request_hash(text, **args)
 
     reference = h("café au lait")
     assert h("café au lait") == reference
-    for variant in ("  café   au\tlait\n", "café\u00a0au lait", "caf\u00e9 au\x00 lait",
-                    "cafe\u0301 au lait", "\x00café au lait\x00"):  # fmt: skip
+    for variant in (
+        "  café   au\tlait\n",
+        "café\u00a0au lait",
+        "caf\u00e9 au\x00 lait",
+        "cafe\u0301 au lait",
+        "\x00café au lait\x00",
+    ):
         assert h(variant) == reference, repr(variant)
     assert normalize_text("cafe\u0301  au\n\tlait\x00") == "café au lait"
     # Anything that changes the answer changes the hash.
@@ -115,8 +132,10 @@ async def test_cache_hit_returns_the_stored_vector_without_a_provider_call(db, l
     assert hit.cached and again.cached
     assert hit.vector == fresh.vector == again.vector
     assert (hit.embedding_id, hit.raw_call_id, hit.request_hash) == (
-        fresh.embedding_id, fresh.raw_call_id, fresh.request_hash,
-    )  # fmt: skip
+        fresh.embedding_id,
+        fresh.raw_call_id,
+        fresh.request_hash,
+    )
     assert second.stats["db_hits"] == 1 and second.stats["lru_hits"] == 1
     with db.session_scope() as session:
         stored = session.get(EmbeddingVector, fresh.embedding_id)
@@ -154,23 +173,32 @@ async def test_mixed_batch_gives_each_item_its_result_with_the_expected_calls(db
         llm_server.requests.clear()
 
         items = [
-            "cached one",            # 0 hit
-            "new alpha",             # 1 miss
-            "new beta",              # 2 miss
-            "  new   alpha ",        # 3 duplicate of 1 (normalises to it)
-            "cached two",            # 4 hit
-            " \x00 \t ",             # 5 empty after normalisation: error, no call
-            "new gamma",             # 6 miss
-            "new beta",              # 7 exact duplicate of 2
+            "cached one",  # 0 hit
+            "new alpha",  # 1 miss
+            "new beta",  # 2 miss
+            "  new   alpha ",  # 3 duplicate of 1 (normalises to it)
+            "cached two",  # 4 hit
+            " \x00 \t ",  # 5 empty after normalisation: error, no call
+            "new gamma",  # 6 miss
+            "new beta",  # 7 exact duplicate of 2
             EmbeddingRequest("new delta", dimensions=0),  # 8 bad item
-        ]  # fmt: skip
+        ]
         results = await svc.get_embeddings_batch(items)
 
     # 3 unique misses in calls of at most 2 inputs: exactly 2 API calls, no duplicate sent.
     assert sorted(sent_inputs(llm_server)) == [["new alpha", "new beta"], ["new gamma"]]
     assert [r.ok for r in results] == [True, True, True, True, True, False, True, True, False]
-    assert [r.cached for r in results] == [True, False, False, False, True, False, False, False,
-                                           False]  # fmt: skip
+    assert [r.cached for r in results] == [
+        True,
+        False,
+        False,
+        False,
+        True,
+        False,
+        False,
+        False,
+        False,
+    ]
     assert results[5].error.kind == "invalid_input" and "empty" in results[5].error.message
     assert results[8].error.kind == "invalid_input" and "dimensions" in results[8].error.message
     assert (
@@ -193,8 +221,11 @@ async def test_an_invalid_deployment_is_skipped_and_logged_once(db, llm_server, 
     llm_server.unknown_models = {"gone-deploy", "also-gone"}
 
     def warnings() -> list[str]:
-        return [r.getMessage() for r in caplog.records
-                if r.levelno == logging.WARNING and "gone-deploy" in r.getMessage()]  # fmt: skip
+        return [
+            r.getMessage()
+            for r in caplog.records
+            if r.levelno == logging.WARNING and "gone-deploy" in r.getMessage()
+        ]
 
     async with service(db, llm_server, max_batch_size=1) as svc:
         batch = [EmbeddingRequest(f"text {i}", model="gone-deploy") for i in range(3)]
@@ -241,21 +272,20 @@ async def test_an_invalid_deployment_is_skipped_and_logged_once(db, llm_server, 
 )
 async def test_retry_resolves_transient_errors(db, llm_server, fault):
     llm_server.script(fault, fault, match="embeddings")
-    started = time.monotonic()
     async with service(db, llm_server) as svc:
         response = await svc.get_embedding("flaky network")
-    elapsed = time.monotonic() - started
     assert response.ok and not response.cached
     assert llm_server.count("embeddings") == 3
-    if fault.retry_after:
-        assert elapsed >= 2 * fault.retry_after  # Retry-After honoured, twice
     [call] = calls(db)  # one logical call, one row
     assert call.status == "success"
     assert call.metadata_json["attempts"] == 3
     expected = {502: "server_error", 429: "rate_limit"}.get(fault.status, "connection")
     if fault.kind == "drop":
         expected = "connection"
-    assert [e["type"] for e in call.metadata_json["retried_errors"]] == [expected, expected]
+    retried = call.metadata_json["retried_errors"]
+    assert [e["type"] for e in retried] == [expected, expected]
+    if fault.retry_after:  # Retry-After honoured, twice
+        assert [e["wait_s"] for e in retried] == [fault.retry_after] * 2
 
 
 async def test_gives_up_after_six_attempts_and_captures_the_failure(db, llm_server):
@@ -283,8 +313,12 @@ async def test_non_retryable_errors_are_persisted_as_failed_calls(db, llm_server
     assert failed.status == "failed" and failed.modality == "embedding"
     assert failed.error_json["type"] == "bad_request" and failed.error_json["status_code"] == 400
     assert failed.error_json["retryable"] is False
-    assert failed.request_json == {"input": ["bad a", "bad b"], "model": MODEL,
-                                   "dimensions": None, "encoding_format": "float"}  # fmt: skip
+    assert failed.request_json == {
+        "input": ["bad a", "bad b"],
+        "model": MODEL,
+        "dimensions": None,
+        "encoding_format": "float",
+    }
     assert failed.metadata_json["request_hashes"] == [r.request_hash for r in results[:2]]
     assert ok.status == "success"
     # A failure is not cached: the next batch tries again.
@@ -295,62 +329,68 @@ async def test_non_retryable_errors_are_persisted_as_failed_calls(db, llm_server
 async def test_a_timeout_is_captured_with_status_timeout(db, llm_server):
     llm_server.script(Fault(kind="hang", hang_s=5), match="embeddings")
     provider = OpenAIEmbeddingProvider(KEY, llm_server.openai_base_url, timeout=0.3)
-    async with EmbeddingService(db, provider, retry=RetryPolicy(attempts=1)) as svc:
+    async with EmbeddingService(db, provider, retry=RetryPolicy(max_retries=0)) as svc:
         [result] = await svc.get_embeddings_batch(["slow"])
     assert result.error.provider_error.error_type == "timeout"
     [call] = calls(db)
     assert call.status == "timeout" and call.error_json["type"] == "timeout"
 
 
-def _state(attempt: int, error: Exception) -> RetryCallState:
-    from tenacity import Future
-
-    state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})
-    state.attempt_number = attempt
-    state.outcome = Future.construct(attempt, error, True)
-    return state
-
-
-def test_default_retry_policy_is_exponential_1_to_30_seconds_with_jitter_6_attempts():
-    policy = RetryPolicy()
-    assert policy.attempts == 6
-    error = ProviderError("busy", "openai", 502, retryable=True)
+def test_default_retry_policy_is_the_shared_one_with_six_attempts_of_1_to_30_seconds():
+    policy = EmbeddingService(None, OfflineEmbeddingProvider(8)).retry
+    assert policy is DEFAULT_RETRY and isinstance(policy, RetryPolicy)
+    assert policy.max_attempts == 6
+    error = ProviderError("busy", "openai", 502, retryable=True, error_type="server_error")
     for attempt, low in [(1, 1), (2, 2), (3, 4), (4, 8), (5, 16), (6, 30), (9, 30)]:
-        waits = [policy.wait(_state(attempt, error)) for _ in range(50)]
+        waits = [policy.wait(error, attempt) for _ in range(50)]
         assert min(waits) >= low and max(waits) <= min(low + 1, 30)
         if low < 30:
             assert max(waits) > min(waits)  # jitter
-    # Retry-After is a floor, capped.
+    # Retry-After replaces the backoff, capped.
     limited = ProviderError("slow down", "openai", 429, retryable=True, retry_after=12)
-    assert policy.wait(_state(1, limited)) >= 12
+    assert policy.wait(limited, 5) == 12
     flooded = ProviderError("slow down", "openai", 429, retryable=True, retry_after=3600)
-    assert policy.wait(_state(1, flooded)) <= 60
+    assert policy.wait(flooded, 1) == 60
 
 
 async def test_transient_database_errors_are_retried(pg_db, llm_server, caplog):
     caplog.set_level(logging.WARNING, logger="study_query_dagster")
     # A short lock_timeout turns a held table lock into an OperationalError at once.
     impatient = DatabaseConnection(pg_db.url, connect_args={"options": "-c lock_timeout=100"})
-    locked = threading.Event()
+    locked, retrying, released = threading.Event(), threading.Event(), threading.Event()
+
+    class ReleaseOnRetry(logging.Handler):
+        """The service logs the failed step before it waits: the test lets go of the lock
+        then, and the retry waits for that, so it cannot arrive before the lock is gone."""
+
+        def emit(self, record):
+            if "database step failed" in record.getMessage():
+                retrying.set()
+                released.wait()
 
     def hold_lock():
         with pg_db.engine.begin() as conn:
             conn.execute(text("LOCK TABLE embedding_vectors IN ACCESS EXCLUSIVE MODE"))
             locked.set()
-            time.sleep(0.8)
+            retrying.wait()
+        released.set()
 
+    handler = ReleaseOnRetry()
+    logging.getLogger("study_query_dagster").addHandler(handler)
     holder = threading.Thread(target=hold_lock)
     holder.start()
     locked.wait()
     try:
-        policy = RetryPolicy(initial_wait=0.2, max_wait=0.4, jitter=0.05)
-        async with service(impatient, llm_server, retry=policy) as svc:
+        async with service(impatient, llm_server) as svc:
             response = await svc.get_embedding("while the table is locked")
     finally:
+        retrying.set()  # never leave the holder waiting, whatever happened
         holder.join()
+        logging.getLogger("study_query_dagster").removeHandler(handler)
         impatient.dispose()
     assert response.ok
-    assert any("database step failed" in r.getMessage() for r in caplog.records)
+    failures = [r for r in caplog.records if "database step failed" in r.getMessage()]
+    assert len(failures) == 1  # the first attempt met the lock; the retry did not
     assert vector_count(pg_db) == 1
 
 
@@ -393,18 +433,26 @@ async def test_calls_are_captured_with_provenance_and_never_the_key(db, llm_serv
         group_id = GroupRepository(session).create_group("experiment", "embeddings-e1")
     meta = {"seed": 7, "versions": {"numpy": np.__version__}}
     async with service(db, llm_server, group_id=group_id, metadata=meta, dimensions=8) as svc:
-        results = await svc.get_embeddings_batch(["first answer", "second answer"],
-                                                 metadata={"run": "r1"})  # fmt: skip
+        results = await svc.get_embeddings_batch(
+            ["first answer", "second answer"], metadata={"run": "r1"}
+        )
     [call] = calls(db)
     assert call.modality == "embedding" and call.provider == "openai" and call.model == MODEL
-    assert call.request_json == {"input": ["first answer", "second answer"], "model": MODEL,
-                                 "dimensions": 8, "encoding_format": "float"}  # fmt: skip
+    assert call.request_json == {
+        "input": ["first answer", "second answer"],
+        "model": MODEL,
+        "dimensions": 8,
+        "encoding_format": "float",
+    }
     assert call.response_json["count"] == 2 and call.response_json["dimension"] == 8
     assert call.tokens_json == {"prompt_tokens": 4, "total_tokens": 4}
     assert call.latency_ms > 0
     assert call.metadata_json["group_id"] == group_id
-    assert call.metadata_json["caller"] == {"seed": 7, "versions": {"numpy": np.__version__},
-                                            "run": "r1"}  # fmt: skip
+    assert call.metadata_json["caller"] == {
+        "seed": 7,
+        "versions": {"numpy": np.__version__},
+        "run": "r1",
+    }
     assert call.metadata_json["request_hashes"] == [r.request_hash for r in results]
     with db.session_scope() as session:
         members = GroupRepository(session).get_group_members(group_id)
@@ -501,7 +549,7 @@ async def test_an_unusable_database_gives_per_item_errors_and_no_api_call(empty_
 async def test_the_lru_is_bounded_and_falls_back_to_the_database(db, llm_server):
     async with service(db, llm_server, cache_size=2) as svc:
         await svc.get_embeddings_batch(["a1", "a2", "a3"])
-        assert len(svc._lru) == 2
+        assert len(svc.cache.lru) == 2
         again = await svc.get_embeddings_batch(["a1", "a2", "a3"])
     assert all(r.cached for r in again)
     assert svc.stats["lru_hits"] + svc.stats["db_hits"] == 3 and svc.stats["db_hits"] >= 1

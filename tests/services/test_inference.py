@@ -9,8 +9,9 @@ from sqlalchemy.exc import OperationalError
 
 from study_query_dagster.db import Group, GroupRepository, RawCall
 from study_query_dagster.providers import OfflineProvider, OpenAIProvider, ProviderError
-from study_query_dagster.services import InferenceService, compute_request_hash
+from study_query_dagster.services import InferenceService, ProviderLimits, compute_request_hash
 from study_query_dagster.services.pricing import estimate_cost
+from tests.support.clock import ManualClock
 from tests.support.fake_llm_server import Fault
 
 KEY = "sk-inference-test-0123456789"
@@ -18,8 +19,10 @@ KEY = "sk-inference-test-0123456789"
 
 @pytest.fixture
 async def provider(llm_server):
-    async with OpenAIProvider(KEY, "gpt-4o-mini", base_url=llm_server.openai_base_url,
-                              timeout=1.5) as p:  # fmt: skip
+    # A generous timeout: only the hang test wants the client to give up (it has its own).
+    async with OpenAIProvider(
+        KEY, "gpt-4o-mini", base_url=llm_server.openai_base_url, timeout=60
+    ) as p:
         yield p
 
 
@@ -35,8 +38,10 @@ def calls(db) -> list[RawCall]:
 
 def members(db, group_id) -> list[tuple[int, int, str | None]]:
     with db.session_scope() as session:
-        return [(m.call_id, m.position, m.role)
-                for m in GroupRepository(session).get_group_members(group_id)]  # fmt: skip
+        return [
+            (m.call_id, m.position, m.role)
+            for m in GroupRepository(session).get_group_members(group_id)
+        ]
 
 
 # --- capture format --------------------------------------------------------------------------
@@ -52,13 +57,22 @@ async def test_success_is_captured_in_the_contract_format(db, provider, llm_serv
     assert result["id"] == row.id and result["status"] == "success"
     assert result["response"] == "echo: What is 2 + 2?"
     assert (row.provider, row.model, row.modality, row.status) == (
-        "openai", "gpt-4o-mini", "text", "success",
-    )  # fmt: skip
+        "openai",
+        "gpt-4o-mini",
+        "text",
+        "success",
+    )
     assert row.request_hash == expected_hash
-    assert row.request_json == {"messages": messages, "params": {"temperature": 0},
-                                "prompt": "What is 2 + 2?"}  # fmt: skip
-    assert row.response_json == {"text": "echo: What is 2 + 2?", "finish_reason": "stop",
-                                 "id": llm_server_reply_id(row)}  # fmt: skip
+    assert row.request_json == {
+        "messages": messages,
+        "params": {"temperature": 0},
+        "prompt": "What is 2 + 2?",
+    }
+    assert row.response_json == {
+        "text": "echo: What is 2 + 2?",
+        "finish_reason": "stop",
+        "id": llm_server_reply_id(row),
+    }
     assert row.tokens_json == {"prompt_tokens": 5, "completion_tokens": 6, "total_tokens": 11}
     assert row.error_json is None and row.latency_ms > 0
     meta = row.metadata_json
@@ -68,8 +82,15 @@ async def test_success_is_captured_in_the_contract_format(db, provider, llm_serv
     assert meta["cost_usd"] > 0
     assert meta["provider_request_id"].startswith("req-")
     assert (meta["prompt_id"], meta["prompt_set"]) == ("p1", "demo")
-    for key in ("provider", "model", "tokens", "latency_ms", "attempts", "request_hash",
-                "cost_usd"):  # fmt: skip
+    for key in (
+        "provider",
+        "model",
+        "tokens",
+        "latency_ms",
+        "attempts",
+        "request_hash",
+        "cost_usd",
+    ):
         assert key in result["metadata"]
     assert result["metadata"]["tokens"] == 11
 
@@ -126,15 +147,24 @@ async def test_400_is_not_retried_and_is_captured_as_failed(db, provider, llm_se
     assert (error["type"], error["status_code"]) == ("bad_request", 400)
     assert error["message"] == "openai: HTTP 400: scripted 400"
     assert [a["attempt"] for a in error["attempts"]] == [1]
-    assert set(error["attempts"][0]) >= {"attempt", "type", "status_code", "message",
-                                         "retry_after", "waited_s"}  # fmt: skip
+    assert set(error["attempts"][0]) >= {
+        "attempt",
+        "type",
+        "status_code",
+        "message",
+        "retry_after",
+        "waited_s",
+    }
     assert row.metadata_json["attempts"] == 1 and row.metadata_json["cost_usd"] is None
 
 
-async def test_a_hang_becomes_timeout_after_the_retries(db, provider, llm_server):
-    llm_server.script(Fault(kind="hang", hang_s=6), Fault(kind="hang", hang_s=6))
+async def test_a_hang_becomes_timeout_after_the_retries(db, llm_server):
+    # The server never answers either attempt: the client's timeout ends each one.
+    llm_server.script(Fault(kind="hang", hang_s=None), Fault(kind="hang", hang_s=None))
+    impatient = OpenAIProvider(KEY, "gpt-4o-mini", base_url=llm_server.openai_base_url, timeout=0.5)
     with pytest.raises(ProviderError) as caught:
-        await service(provider, db, max_retries=1).run_inference("hang")
+        async with impatient:
+            await service(impatient, db, max_retries=1).run_inference("hang")
     assert caught.value.error_type == "timeout"
     [row] = calls(db)
     assert row.status == "timeout"
@@ -232,10 +262,13 @@ async def test_run_batch_into_an_existing_or_named_group_with_item_metadata(db, 
         run_id = GroupRepository(session).create_group("run", "run-1")
     first = await svc.run_batch(["a", "b"], group_id=run_id)
     second = await svc.run_batch(
-        [{"prompt": "c", "extra_metadata": {"prompt_id": "c1"}, "sample_index": 2},
-         {"messages": [{"role": "user", "content": "d"}], "params": {"temperature": 0.9}}],
-        group_id=run_id, extra_metadata={"prompt_set": "s"},
-    )  # fmt: skip
+        [
+            {"prompt": "c", "extra_metadata": {"prompt_id": "c1"}, "sample_index": 2},
+            {"messages": [{"role": "user", "content": "d"}], "params": {"temperature": 0.9}},
+        ],
+        group_id=run_id,
+        extra_metadata={"prompt_set": "s"},
+    )
     assert first.group_id == second.group_id == run_id
     assert [p for _, p, _ in members(db, run_id)] == [1, 2, 3, 4]
     rows = {r.id: r for r in calls(db)}
@@ -350,19 +383,25 @@ async def test_run_sampling_needs_a_positive_n(provider):
 
 
 async def test_requests_per_minute_bucket_spaces_calls():
-    svc = service(OfflineProvider(), requests_per_minute=600)  # 10/s, a 1 s burst of 10
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    await svc.run_batch([f"q{i}" for i in range(15)])
-    assert loop.time() - started >= 0.45  # 5 calls beyond the burst, 0.1 s apart
-    assert svc.rpm.waited_s >= 0.45
+    # The bucket reads a clock the test owns: the waits are what the limit demands, exactly.
+    manual = ManualClock()
+    limits = ProviderLimits(16, requests_per_minute=600, clock=manual.clock)  # 10/s, burst 10
+    svc = service(OfflineProvider(), limits=limits)
+    results = await svc.run_batch([f"q{i}" for i in range(15)])
+    assert [r["status"] for r in results] == ["success"] * 15
+    # 10 calls from the banked second, then 5 more, each after 0.1 s of refill
+    assert manual.waited == pytest.approx(0.5)
+    assert len([s for s in manual.sleeps if s > 0.01]) == 5
+    assert svc.rpm.waited_s == pytest.approx(0.5)
 
 
 async def test_tokens_per_minute_bucket_charges_real_usage():
-    svc = service(OfflineProvider(), tokens_per_minute=600)  # 10 tokens/s, capacity 10
-    loop = asyncio.get_running_loop()
-    started = loop.time()
+    manual = ManualClock()
+    limits = ProviderLimits(16, tokens_per_minute=600, clock=manual.clock)  # 10 tokens/s, cap 10
+    svc = service(OfflineProvider(), limits=limits)
     first = await svc.run_inference("one two three four five six seven eight nine ten")
-    assert first["metadata"]["tokens"] > 10
+    tokens = first["metadata"]["tokens"]
+    assert tokens > 10 and manual.sleeps == []  # the estimate (capped at 10) was banked
     await svc.run_inference("again")  # must wait for the first call's overdraft to refill
-    assert loop.time() - started >= (first["metadata"]["tokens"] - 10) / 10 * 0.9
+    # the overdraft (tokens - 10 reserved) plus this call's estimate (2) at 10 tokens/s
+    assert manual.waited == pytest.approx((tokens - 10 + 2) / 10)

@@ -3,15 +3,23 @@
 import hashlib
 import json
 
-from study_query_dagster.services import compute_request_hash
-from study_query_dagster.services.rate_limits import TokenBucket
+import pytest
+
+from study_query_dagster.services import TokenBucket, compute_request_hash
+from tests.support.clock import ManualClock
 
 MESSAGES = [{"role": "user", "content": "Größe von 漢字?"}]
 
 
 def test_recipe_is_sha256_of_canonical_json():
-    payload = {"key_version": 1, "provider": "openai", "model": "gpt-4o", "messages": MESSAGES,
-               "params": {"temperature": 0.5, "seed": 1}, "sample_index": 3}  # fmt: skip
+    payload = {
+        "key_version": 1,
+        "provider": "openai",
+        "model": "gpt-4o",
+        "messages": MESSAGES,
+        "params": {"temperature": 0.5, "seed": 1},
+        "sample_index": 3,
+    }
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     expected = hashlib.sha256(canonical.encode("utf-8")).hexdigest()
     got = compute_request_hash("openai", "gpt-4o", MESSAGES, {"seed": 1, "temperature": 0.5}, 3)
@@ -34,13 +42,12 @@ def test_every_part_of_the_request_changes_the_hash():
 
 
 async def test_token_bucket_waits_for_debt_to_refill():
-    import asyncio
-
-    bucket = TokenBucket(rate_per_minute=600)  # 10 per second, capacity 10
+    manual = ManualClock()
+    bucket = TokenBucket(rate_per_minute=600, clock=manual.clock)  # 10 per second, capacity 10
     assert bucket.capacity == 10
-    loop = asyncio.get_running_loop()
-    started = loop.time()
     assert await bucket.acquire(50) == 10  # capped at capacity, granted at once
     bucket.adjust(5)  # the call really used 15: 5 of debt
+    manual.advance(0.2)  # 2 units refill meanwhile
     await bucket.acquire(1)
-    assert loop.time() - started >= 0.55  # 6 units at 10/s
+    assert manual.waited == pytest.approx(0.4)  # 5 - 2 of debt plus 1 unit, at 10/s
+    assert bucket.waited_s == pytest.approx(0.4)

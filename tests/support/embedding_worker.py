@@ -24,9 +24,11 @@ async def main(config: dict) -> None:
     db = DatabaseConnection(config["db_url"])
     provider = OpenAIEmbeddingProvider("sk-race-test", config["base_url"])
     service = EmbeddingService(
-        db, provider, max_batch_size=config["max_batch_size"],
-        retry=RetryPolicy(initial_wait=0.05, max_wait=0.5, jitter=0.05),
-    )  # fmt: skip
+        db,
+        provider,
+        max_batch_size=config["max_batch_size"],
+        retry=RetryPolicy(max_retries=5, initial_wait=0.05, max_wait=0.5),
+    )
     with db.session_scope():  # connect before the start signal
         pass
     Path(config["ready"]).touch()
@@ -34,11 +36,20 @@ async def main(config: dict) -> None:
         time.sleep(0.005)
     async with service:
         results = await service.get_embeddings_batch(config["texts"])
-    Path(config["out"]).write_text(json.dumps([
-        {"hash": r.request_hash, "id": r.embedding_id, "vector": r.vector, "cached": r.cached,
-         "error": r.error.to_dict() if r.error else None}
-        for r in results
-    ]))  # fmt: skip
+    Path(config["out"]).write_text(
+        json.dumps(
+            [
+                {
+                    "hash": r.request_hash,
+                    "id": r.embedding_id,
+                    "vector": r.vector,
+                    "cached": r.cached,
+                    "error": r.error.to_dict() if r.error else None,
+                }
+                for r in results
+            ]
+        )
+    )
     db.dispose()
 
 

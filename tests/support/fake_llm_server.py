@@ -14,7 +14,12 @@ sha256 (`dimensions` components, default 16), returned as floats or base64 float
 Faults: `script(Fault(...), ..., match="embeddings")` queues faults consumed in order by the
 next matching requests; `fault_fn(request) -> Fault | None` decides per request (storms);
 `unknown_models` answers 404 for those models/deployments; `embedding_fn` replaces the
-deterministic vectors (e.g. to make two calls for one text differ). Every request is recorded.
+deterministic vectors (e.g. to make two calls for one text differ); `ignore_dimensions` answers
+`default_dimensions` components whatever was asked. Every request is recorded.
+
+Races: `hold(until, match=...)` keeps the answers to matching requests back until
+`until(the matching requests received so far)` is true, e.g. until two clients have both sent,
+so a test forces an interleaving instead of hoping latency produces it.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import base64
 import contextlib
 import hashlib
 import json
+import select
 import socket
 import sys
 import threading
@@ -41,7 +47,8 @@ class Fault:
     """What to do instead of answering normally.
 
     kind: "status" (HTTP `status` with an OpenAI-style error body, or `body` verbatim),
-    "hang" (send nothing for `hang_s` seconds), "drop" (close the connection without a response),
+    "hang" (send nothing for `hang_s` seconds, or never with `hang_s=None`, then close; a
+    client that gives up first ends the hang), "drop" (close the connection without a response),
     "malformed" (200 with a truncated JSON body), "content_filter" (Azure's 400 refusal),
     "slow" (answer normally after `hang_s` seconds).
     """
@@ -52,7 +59,7 @@ class Fault:
     retry_after_ms: int | None = None
     body: str | None = None
     content_type: str = "application/json"
-    hang_s: float = 30.0
+    hang_s: float | None = 30.0
 
 
 @dataclass
@@ -100,11 +107,15 @@ class FakeLLMServer:
         self.reply_fn: Callable[[RecordedRequest], str] | None = None
         # (request, text, dimensions) -> vector, instead of the deterministic fake_embedding.
         self.embedding_fn: Callable[[RecordedRequest, str, int], list[float]] | None = None
+        # Answer `default_dimensions` components whatever `dimensions` asks (as some servers do).
+        self.ignore_dimensions = False
         self.require_auth = True
         self.in_flight = 0  # POST requests being handled now
         self.max_in_flight = 0  # the most at once since start/reset
         self._queue: list[_Queued] = []
         self._lock = threading.Lock()
+        self._gate = threading.Condition(self._lock)
+        self._hold: tuple[Callable[[list[RecordedRequest]], bool], str | None] | None = None
         self._stopping = threading.Event()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -124,6 +135,7 @@ class FakeLLMServer:
 
     def stop(self) -> None:
         self._stopping.set()
+        self.release()
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
@@ -135,6 +147,7 @@ class FakeLLMServer:
         self.stop()
 
     def reset(self) -> None:
+        self.release()
         with self._lock:
             self.requests.clear()
             self._queue.clear()
@@ -143,6 +156,7 @@ class FakeLLMServer:
         self.fault_fn = None
         self.reply_fn = None
         self.embedding_fn = None
+        self.ignore_dimensions = False
         self.require_auth = True
         self.max_in_flight = self.in_flight
 
@@ -167,6 +181,32 @@ class FakeLLMServer:
         """Queue faults for the next requests whose path contains `match` (any if None)."""
         with self._lock:
             self._queue.extend(_Queued(f, match) for f in faults)
+
+    def hold(
+        self, until: Callable[[list[RecordedRequest]], bool], match: str | None = None
+    ) -> None:
+        """Answer no request whose path contains `match` (any if None) until `until` is true
+        of the matching requests received so far; from then on (or `release()`), answer all."""
+        with self._lock:
+            self._hold = (until, match)
+
+    def release(self) -> None:
+        """Open a `hold` now (e.g. when a test fails before its condition can come true)."""
+        with self._gate:
+            self._hold = None
+            self._gate.notify_all()
+
+    def _pass_gate(self, request: RecordedRequest) -> None:
+        with self._gate:
+            while self._hold is not None and not self._stopping.is_set():
+                until, match = self._hold
+                if match is not None and match not in request.path:
+                    return
+                if until([r for r in self.requests if match is None or match in r.path]):
+                    self._hold = None
+                    self._gate.notify_all()
+                    return
+                self._gate.wait()
 
     def count(self, path_contains: str = "", *, succeeded: bool | None = None) -> int:
         with self._lock:
@@ -194,8 +234,9 @@ class FakeLLMServer:
             self.in_flight -= 1
 
     def _record(self, request: RecordedRequest) -> None:
-        with self._lock:
+        with self._gate:
             self.requests.append(request)
+            self._gate.notify_all()  # a hold's condition may have come true
 
     def wait(self, seconds: float) -> None:
         """Sleep that ends early when the server stops (so hangs never outlive a test run)."""
@@ -244,12 +285,17 @@ class _Handler(BaseHTTPRequestHandler):
         except json.JSONDecodeError:
             body = raw.decode(errors="replace")
         request = RecordedRequest(
-            method="POST", path=split.path, query=parse_qs(split.query),
-            headers={k.lower(): v for k, v in self.headers.items()}, body=body, at=time.time(),
-        )  # fmt: skip
+            method="POST",
+            path=split.path,
+            query=parse_qs(split.query),
+            headers={k.lower(): v for k, v in self.headers.items()},
+            body=body,
+            at=time.time(),
+        )
         fault = self.fake._next_fault(request)
         request.fault = fault.kind if fault else None
         self.fake._record(request)
+        self.fake._pass_gate(request)
 
         if self.fake.latency_s:
             self.fake.wait(self.fake.latency_s)
@@ -355,6 +401,8 @@ class _Handler(BaseHTTPRequestHandler):
         inputs = body.get("input")
         inputs = [inputs] if isinstance(inputs, str) else list(inputs or [])
         dimensions = int(body.get("dimensions") or self.fake.default_dimensions)
+        if self.fake.ignore_dimensions:
+            dimensions = self.fake.default_dimensions
         data = []
         for i, text in enumerate(inputs):
             if self.fake.embedding_fn is not None:
@@ -378,7 +426,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _apply_fault(self, fault: Fault) -> None:
         if fault.kind == "hang":
-            self.fake.wait(fault.hang_s)
+            self._hang(fault.hang_s)
             self._drop()
         elif fault.kind == "drop":
             self._drop()
@@ -408,8 +456,25 @@ class _Handler(BaseHTTPRequestHandler):
             if fault.body is not None:
                 self._send_raw(fault.status, fault.body.encode(), fault.content_type, headers)
             else:
-                self._send_error(fault.status, f"http_{fault.status}", f"scripted {fault.status}",
-                                 headers)  # fmt: skip
+                message = f"scripted {fault.status}"
+                self._send_error(fault.status, f"http_{fault.status}", message, headers)
+
+    def _hang(self, seconds: float | None) -> None:
+        """Send nothing for `seconds` (forever if None), until the client hangs up or the server
+        stops: a hang never outlives the client that waits for it."""
+        deadline = None if seconds is None else time.monotonic() + seconds
+        while not self.fake._stopping.is_set():
+            left = 0.05 if deadline is None else min(0.05, deadline - time.monotonic())
+            if left <= 0:
+                return
+            readable, _, _ = select.select([self.connection], [], [], left)
+            if readable:
+                try:
+                    if not self.connection.recv(1, socket.MSG_PEEK):
+                        return  # the client closed the connection
+                except OSError:
+                    return
+                self.fake.wait(left)  # pipelined bytes, not a hang-up: keep waiting
 
     def _drop(self) -> None:
         self.close_connection = True

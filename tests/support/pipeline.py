@@ -10,16 +10,22 @@ from pathlib import Path
 
 import dagster as dg
 
-from study_query_dagster.resources.database import DatabaseResource, LegacyDatabaseResource
-from study_query_dagster.resources.embeddings import EmbeddingResource
-from study_query_dagster.resources.exports import ExportsResource
-from study_query_dagster.resources.prompt_sets import PromptSetsResource
-from study_query_dagster.resources.providers import LLMProvidersResource, ProviderSettings
+from study_query_dagster.config import Settings
+from study_query_dagster.resources import build_resources
 
 FAST_RETRIES = {"max_retries": 1, "initial_wait_s": 0.01, "max_wait_s": 0.05, "timeout_s": 5.0}
 
 
 STUDY_ASSETS = dg.AssetSelection.assets("prompt_set", "inference_run", "response_embeddings")
+
+
+class SettingsForTest(Settings):
+    """Settings from the values given only: neither the environment nor `.env`, so a
+    developer's keys never reach a test (nor a test's requests the internet)."""
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, **_sources):
+        return (init_settings,)
 
 
 def make_resources(
@@ -32,28 +38,27 @@ def make_resources(
     exports_dir: Path | None = None,
     **llm_options,
 ):
-    """Resources as definitions.py builds them, but for tests: `llm_url` is the fake server
-    (the openai provider points at it, with a fake key); retries are quick.
+    """The code location's resources (`build_resources`), from test settings: `llm_url` is the
+    fake server (openai and azure point at it, with fake keys); retries are quick.
     `embedding_options` are EmbeddingResource fields (e.g. batch_size)."""
-    openai = (
-        ProviderSettings(api_key="sk-test-fake", base_url=f"{llm_url}/v1")
-        if llm_url
-        else ProviderSettings()
-    )
-    azure = (
-        ProviderSettings(api_key="az-test-fake", endpoint=llm_url)
-        if llm_url
-        else ProviderSettings()
-    )
-    llm = LLMProvidersResource(openai=openai, azure=azure, **{**FAST_RETRIES, **llm_options})
-    return {
-        "database": DatabaseResource(url=db_url),
-        "prompt_sets": PromptSetsResource(directory=str(prompt_dir)),
-        "llm": llm,
-        "embedding": EmbeddingResource(llm=llm, **(embedding_options or {})),
-        "legacy_database": LegacyDatabaseResource(url=legacy_url),
-        "exports": ExportsResource(directory=str(exports_dir or prompt_dir.parent / "exports")),
+    values = {
+        "DATABASE_URL": db_url,
+        "LEGACY_DATABASE_URL": legacy_url,
+        "PROMPT_SETS_DIR": prompt_dir,
+        "EXPORTS_DIR": exports_dir or prompt_dir.parent / "exports",
     }
+    if llm_url:
+        values.update(
+            OPENAI_API_KEY="sk-test-fake",
+            OPENAI_BASE_URL=f"{llm_url}/v1",
+            AZURE_OPENAI_API_KEY="az-test-fake",
+            AZURE_OPENAI_ENDPOINT=llm_url,
+        )
+    return build_resources(
+        SettingsForTest(**values),
+        llm={**FAST_RETRIES, **llm_options},
+        embedding=embedding_options,
+    )
 
 
 def write_prompt_set(folder: Path, name: str, body: str) -> Path:
@@ -87,11 +92,12 @@ def get_study_job():
     from study_query_dagster.definitions import defs
 
     resources = make_resources(
-        os.environ["SQD_TEST_DB_URL"], Path(os.environ["SQD_TEST_PROMPT_DIR"]),
+        os.environ["SQD_TEST_DB_URL"],
+        Path(os.environ["SQD_TEST_PROMPT_DIR"]),
         os.environ.get("SQD_TEST_LLM_URL") or None,
         json.loads(os.environ.get("SQD_TEST_EMBEDDING_OPTIONS") or "{}"),
         **json.loads(os.environ.get("SQD_TEST_LLM_OPTIONS") or "{}"),
-    )  # fmt: skip
+    )
     test_defs = dg.Definitions(
         assets=defs.assets,
         asset_checks=defs.asset_checks,
@@ -124,8 +130,8 @@ IN_PROCESS = {"execution": {"config": {"in_process": {}}}}
 
 
 def get_production_study_job():
-    """`study_job` exactly as the code location defines it, with resources read from the
-    environment now (definitions.py reads it once, at import)."""
+    """`study_job` exactly as the code location defines it, with resources built from the
+    environment as it is now (definitions.py reads it once, at import)."""
     from study_query_dagster import definitions
     from study_query_dagster.jobs import study_job
 
@@ -133,7 +139,7 @@ def get_production_study_job():
         assets=definitions.defs.assets,
         asset_checks=definitions.defs.asset_checks,
         jobs=[study_job],
-        resources=definitions.build_resources(),
+        resources=build_resources(Settings()),
     )
     with no_stale_state_storage():
         return defs.resolve_job_def("study_job")

@@ -1,5 +1,7 @@
 """The fake server itself, driven by the real clients (so the other tests can trust it)."""
 
+import asyncio
+
 import httpx
 import openai
 import pytest
@@ -66,3 +68,28 @@ async def test_auth_and_unknown_model(llm_server):
         assert response.status_code == 404
         assert response.json()["error"]["code"] == "model_not_found"
     assert llm_server.count("/chat/completions", succeeded=False) == 2
+
+
+async def test_a_hold_answers_matching_requests_only_once_its_condition_holds(llm_server):
+    llm_server.hold(until=lambda requests: len(requests) >= 2, match="embeddings")
+    async with httpx.AsyncClient(base_url=llm_server.openai_base_url) as client:
+
+        def embed(text):
+            body = {"model": "e", "input": [text]}
+            headers = {"Authorization": "Bearer k"}
+            return asyncio.create_task(client.post("/embeddings", json=body, headers=headers))
+
+        first = embed("one")
+        while llm_server.count("embeddings") < 1:
+            await asyncio.sleep(0.01)
+        # Received and held: a request that does not match is answered meanwhile.
+        chat = await client.post(
+            "/chat/completions",
+            json={"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+            headers={"Authorization": "Bearer k"},
+        )
+        assert chat.status_code == 200 and not first.done()
+        second = embed("two")
+        replies = await asyncio.gather(first, second)
+    assert [r.status_code for r in replies] == [200, 200]
+    assert llm_server.count("embeddings") == 2

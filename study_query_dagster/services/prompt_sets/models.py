@@ -23,15 +23,15 @@ from pydantic import (
     model_validator,
 )
 
+from ...providers.registry import CHAT_PROVIDERS, EMBEDDING_PROVIDERS
 from .. import request_identity
 from .cross_checks import cross_check
 from .errors import FieldError, format_loc
 from .templates import render_template, template_fields
 
-# The providers a target (PROVIDERS) or `embed:` (EMBED_PROVIDERS) may name. The Literals below
-# are built from them, so these two tuples are the only place the schema lists provider names.
-PROVIDERS: tuple[str, ...] = ("azure", "openai", "hyperbolic", "offline")
-EMBED_PROVIDERS: tuple[str, ...] = ("azure", "openai", "offline")
+# The providers a target (PROVIDERS) or `embed:` (EMBED_PROVIDERS) may name: the registry's rows.
+PROVIDERS: tuple[str, ...] = CHAT_PROVIDERS
+EMBED_PROVIDERS: tuple[str, ...] = EMBEDDING_PROVIDERS
 Provider = Literal[PROVIDERS]
 EmbedProvider = Literal[EMBED_PROVIDERS]
 Schedule = Literal["none", "daily", "hourly"]

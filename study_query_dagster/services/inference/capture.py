@@ -26,9 +26,9 @@ from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..db import DatabaseConnection, GroupRepository, RawCallRepository
-from ..db.connection import db_error_reason
-from ..log import get_logger
+from ...db import DatabaseConnection, GroupRepository, RawCallRepository
+from ...db.connection import db_error_reason
+from ...log import get_logger
 
 logger = get_logger(__name__)
 
