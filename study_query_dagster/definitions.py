@@ -22,6 +22,7 @@ from .assets.inference import (
 )
 from .assets.migration import MIGRATION_CHECKS, legacy_inference_runs, migrated_raw_calls
 from .assets.prompts import prompt_set
+from .assets.variation import VARIATION_ASSETS, VARIATION_CHECKS
 from .automation import (
     analytics_automation,
     daily_prompt_sets,
@@ -45,6 +46,7 @@ defs = dg.Definitions(
         recent_calls,
         legacy_inference_runs,
         migrated_raw_calls,
+        *VARIATION_ASSETS,
     ],
     asset_checks=[
         *MIGRATION_CHECKS,
@@ -53,6 +55,7 @@ defs = dg.Definitions(
         raw_calls_are_immutable,
         every_response_embedded,
         embedding_dimensions_consistent,
+        *VARIATION_CHECKS,
     ],
     jobs=[study_job, adhoc_prompt_job, migration_job, analytics_job, prompt_search_job],
     sensors=[prompt_set_sensor, legacy_database_sensor, record_failed_runs, analytics_automation],

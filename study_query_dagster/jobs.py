@@ -15,9 +15,10 @@ from .resources.providers import LLMProvidersResource
 
 study_job = dg.define_asset_job(
     "study_job",
-    selection=dg.AssetSelection.assets(prompt_set, inference_run, response_embeddings),
-    description="prompt_set -> inference_run -> response_embeddings (with their checks) "
-    "for one prompt set.",
+    selection=dg.AssetSelection.assets(prompt_set, inference_run, response_embeddings)
+    | dg.AssetSelection.groups("variation"),
+    description="prompt_set -> inference_run -> response_embeddings -> answer variation "
+    "(classes, dispersion, agreement, drift; with their checks) for one prompt set.",
 )
 
 

@@ -80,7 +80,9 @@ def provider_comparison(
             "models": len(frame),
             "calls": total_calls,
             "success_rate": successes / total_calls if total_calls else None,
-            "worst_p95_latency_ms": formatting.to_float(frame["p95_latency_ms"].max()) if len(frame) else None,
+            "worst_p95_latency_ms": formatting.to_float(frame["p95_latency_ms"].max())
+            if len(frame)
+            else None,
             "estimated_cost_usd": float(costs.sum()) if len(costs) else None,
             "models_without_price": int((frame["cost_status"] == "unknown").sum()),
             "csv": dg.MetadataValue.path(str(path)),

@@ -137,6 +137,13 @@ class GroupRepository(Repository):
             stmt = stmt.where(Group.id < before_id)
         return self.session.scalars(stmt.order_by(Group.id.desc()).limit(1)).first()
 
+    def count_groups(self, group_type: str, name_prefix: str) -> int:
+        """How many groups of this type have a name starting with the prefix."""
+        stmt = select(func.count()).where(
+            Group.group_type == group_type, Group.name.startswith(name_prefix, autoescape=True)
+        )
+        return self.session.scalar(stmt) or 0
+
     def update_group(
         self, group_id: int, *, description: str | None = None, metadata_json: dict | None = None
     ) -> Group:

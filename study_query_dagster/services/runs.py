@@ -257,7 +257,12 @@ async def start_or_resume_run(
         run_group_id = existing.id
     else:
         with db.session_scope() as session:
-            run_group_id = GroupRepository(session).get_or_create_group(
+            repo = GroupRepository(session)
+            # The n-th run of a set sends the n-th script of scripted offline answers; the run
+            # keeps the resolved copy, so resuming it and its checks see the same script.
+            run_number = repo.count_groups(RUN_GROUP, f"{prompt_set_name}/") + 1
+            ps = stored.prompt_set.for_run(run_number)
+            run_group_id = repo.get_or_create_group(
                 RUN_GROUP,
                 group_name,
                 description=f"Dagster run {root_run_id} of prompt set {prompt_set_name}",
@@ -266,7 +271,8 @@ async def start_or_resume_run(
                     "content_hash": stored.content_hash,
                     "root_run_id": root_run_id,
                     "prompt_set_group_id": stored.group_id,
-                    "content": stored.prompt_set.model_dump(mode="json", exclude_defaults=True),
+                    "run_number": run_number,
+                    "content": ps.model_dump(mode="json", exclude_defaults=True),
                 },
             )
     limits: dict[str, ProviderLimits] = {}
@@ -294,6 +300,15 @@ async def start_or_resume_run(
 
 
 ServiceFactory = Callable[[str, str], InferenceService]  # (provider, model) -> service
+PER_ITEM_PARAMS = ("offline_answers",)
+
+
+def _target_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in params.items() if k not in PER_ITEM_PARAMS}
+
+
+def _item_only_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in params.items() if k in PER_ITEM_PARAMS}
 
 
 async def execute_prompt_set(
@@ -341,13 +356,15 @@ async def execute_prompt_set(
                             "prompt_id": item.prompt_id,
                             "target": item.target_label,
                         },
+                        # Scripted offline answers differ per prompt: sent per item.
+                        "params": _item_only_params(item.params),
                     }
                     for item in batch
                 ],
                 group_id=run_group_id,
                 extra_metadata={"prompt_set": prompt_set.name, **(extra_metadata or {})},
                 cache=prompt_set.cache,
-                **first.params,
+                **_target_params(first.params),
             )
 
     if by_target:

@@ -1,25 +1,16 @@
-"""Scripted offline answers: quotas assigned by sample index, one script per run, and the
-validation of what a researcher writes."""
+"""Scripted offline answers: one script per run, one quota per prompt, and the validation of
+what a researcher writes (the quota by sample index is tested with the offline provider)."""
 
 import pytest
 
 from study_query_dagster.services.prompt_sets.errors import FieldError
 from study_query_dagster.services.prompt_sets.scripting import (
-    answer_for,
     for_run,
     parse_offline_answers,
     quota_for,
     resolved,
     script_problems,
 )
-
-
-def test_quota_gives_exact_counts_in_the_order_written():
-    quota = {"Canberra": 7, "Sydney": 3}
-    answers = [answer_for(quota, i) for i in range(10)]
-    assert answers == ["Canberra"] * 7 + ["Sydney"] * 3
-    assert answer_for(quota, 10) == "Canberra"  # past the end: cycles
-    assert answer_for(quota, None) == "Canberra"
 
 
 def test_scripts_per_run_and_per_prompt():

@@ -8,7 +8,8 @@ quotas, so a variation metric has a known value.
 A list scripts successive runs of the set: entry i is used by its (i + 1)-th run, the last one
 by every later run. `for_run` picks the entry when a run starts (the run keeps the resolved
 script), and `quota_for` the prompt's quota for each work item: the offline provider then gives
-sample i the answer whose quota covers position i, in the order written.
+sample i the answer whose quota covers position i, in the order written
+(`providers.offline.scripted_answer`).
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field, TypeAdapter, ValidationError
 
+from ...providers.offline import SCRIPT_PARAM
 from .errors import FieldError, Loc
 
 EVERY_PROMPT = "*"
-PARAM = "offline_answers"
+PARAM = SCRIPT_PARAM
 
 
 def _number_as_text(value: Any) -> Any:
@@ -78,20 +80,6 @@ def quota_for(script: Script | None, prompt_id: str) -> Quota | None:
     if script is None:
         return None
     return script.get(prompt_id, script.get(EVERY_PROMPT))
-
-
-def answer_for(quota: Mapping[str, int], sample_index: int | None) -> str:
-    """The scripted answer of a sample: position `sample_index` (0 when None) in the quota's
-    answers repeated by their counts, in the order written (cycling past the end)."""
-    total = sum(quota.values())
-    if total <= 0:
-        raise ValueError(f"{PARAM}: a quota needs a positive count (got {dict(quota)})")
-    position = (sample_index or 0) % total
-    for answer, count in quota.items():
-        if position < count:
-            return answer
-        position -= count
-    raise AssertionError("unreachable: position < total")
 
 
 def script_problems(

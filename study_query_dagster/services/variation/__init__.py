@@ -16,9 +16,9 @@ targets disagree, and how answers drift between runs.
 | `reports`, `checks`, `charts` | what the assets show and check |
 """
 
+from ..prompt_sets.variation import VariationConfig
 from .cells import REFUSED, Answer, Cell, cells_from_calls
 from .classes import ClassifiedCell, classify
-from .config import VariationConfig
 from .embedder import Embedder, EmbeddingServiceEmbedder
 from .measures import METHOD_VERSION, MetricValue
 from .normalize import normalize_answer

@@ -17,9 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..prompt_sets.variation import DEFAULT_PERMUTATIONS
 from .metrics import TOLERANCE, modal_classes, semantic_entropy
-
-DEFAULT_PERMUTATIONS = 999
 
 
 def _label_counts(labels: np.ndarray, classes: int) -> np.ndarray:

@@ -9,10 +9,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, Protocol, TypeVar
+from typing import TypeVar
 
 from ...db import DatabaseConnection
-from ..study_runs import find_run_group
+from ..runs import Embedders, find_run_group
 from .checks import VariationChecks
 from .embedder import EmbeddingServiceEmbedder
 from .scope import RunScope, run_scope
@@ -20,15 +20,6 @@ from .service import VariationService
 from .strategies import build_strategy
 
 R = TypeVar("R")
-
-
-class Embedders(Protocol):
-    """Where a run's embedder comes from (EmbeddingResource is one)."""
-
-    provider: str
-    model: str | None
-
-    def create_service(self, db: DatabaseConnection, **options: Any): ...
 
 
 def _embedding_service(db: DatabaseConnection, scope: RunScope, embedders: Embedders | None):

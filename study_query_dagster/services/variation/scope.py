@@ -11,10 +11,9 @@ from datetime import datetime
 
 from ...db import DatabaseConnection, Group, GroupRepository, RawCallRepository
 from ..prompt_sets import PromptSet
+from ..prompt_sets.variation import PREVIOUS, VariationConfig
+from ..runs import RUN_GROUP, prompt_set_of_run
 from .cells import Cell, cells_from_calls
-from .config import PREVIOUS, VariationConfig
-
-RUN_GROUP = "run"
 
 
 @dataclass(frozen=True)
@@ -30,7 +29,7 @@ class RunScope:
 
     @property
     def config(self) -> VariationConfig:
-        return getattr(self.prompt_set, "variation", None) or VariationConfig()
+        return self.prompt_set.variation
 
     @property
     def prompt_ids(self) -> list[str]:
@@ -67,10 +66,7 @@ def _fixed_seed(prompt_set: PromptSet, target) -> bool:
 
 
 def run_scope(group: Group) -> RunScope:
-    content = (group.metadata_json or {}).get("content")
-    if content is None:
-        raise ValueError(f"run group {group.name!r} does not record its prompt set")
-    return RunScope(group.id, group.name, group.created_at, PromptSet.model_validate(content))
+    return RunScope(group.id, group.name, group.created_at, prompt_set_of_run(group))
 
 
 def load_cells(db: DatabaseConnection, scope: RunScope) -> list[Cell]:

@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 
 from ...db import DatabaseConnection, SemanticClusterRepository, VariationResultRepository
+from ..prompt_sets.variation import VariationConfig
 from . import measures as m
 from .cells import Cell
 from .classes import ClassifiedCell, classify
-from .config import VariationConfig
 from .embedder import Embedder
 from .reports import AgreementReport, ClassesReport, DispersionReport, DriftReport, wide
 from .scope import RunScope, find_baseline, load_cells, run_scope

@@ -24,10 +24,9 @@ import numpy as np
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import pdist, squareform
 
+from ..prompt_sets.variation import DEFAULT_EMBEDDING_THRESHOLD
 from .embedder import Embedder
 from .normalize import normalize_answer
-
-DEFAULT_EMBEDDING_THRESHOLD = 0.15
 
 
 @dataclass(frozen=True)

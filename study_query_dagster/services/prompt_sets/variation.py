@@ -1,4 +1,5 @@
-"""`VariationConfig`: a prompt set's `variation:` block, how its answers' variation is measured.
+"""`VariationConfig`: a prompt set's `variation:` block, how its answers' variation is measured
+(by services/variation).
 
     variation: {strategy: exact}                       # the default
     variation: {strategy: embedding, threshold: 0.15}  # needs `embed: on`
@@ -15,10 +16,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .drift import DEFAULT_PERMUTATIONS
-from .strategies import DEFAULT_EMBEDDING_THRESHOLD
-
 PREVIOUS = "previous"
+DEFAULT_PERMUTATIONS = 999
+DEFAULT_EMBEDDING_THRESHOLD = 0.15
 MAX_PERMUTATIONS = 100_000
 
 
