@@ -30,9 +30,10 @@ from .automation import (
     legacy_database_sensor,
     prompt_set_sensor,
     record_failed_runs,
+    variation_automation,
 )
 from .config import get_settings
-from .jobs import adhoc_prompt_job, analytics_job, migration_job, study_job
+from .jobs import adhoc_prompt_job, analytics_job, migration_job, study_job, variation_job
 from .resources import build_resources
 
 defs = dg.Definitions(
@@ -57,8 +58,21 @@ defs = dg.Definitions(
         embedding_dimensions_consistent,
         *VARIATION_CHECKS,
     ],
-    jobs=[study_job, adhoc_prompt_job, migration_job, analytics_job, prompt_search_job],
-    sensors=[prompt_set_sensor, legacy_database_sensor, record_failed_runs, analytics_automation],
+    jobs=[
+        study_job,
+        variation_job,
+        adhoc_prompt_job,
+        migration_job,
+        analytics_job,
+        prompt_search_job,
+    ],
+    sensors=[
+        prompt_set_sensor,
+        legacy_database_sensor,
+        record_failed_runs,
+        analytics_automation,
+        variation_automation,
+    ],
     schedules=[daily_prompt_sets, hourly_prompt_sets],
     resources=build_resources(get_settings()),
 )

@@ -20,7 +20,14 @@ from .inference import inference_run
 from .metadata import md_table, root_run_id, rounded
 from .prompts import PROMPT_SETS
 
-VARIATION = dict(partitions_def=PROMPT_SETS, group_name="variation", kinds={"numpy"})
+# Per prompt set: measured once its run and embeddings are updated (a set registered but never
+# run waits), and not while they are being written.
+VARIATION = dict(
+    partitions_def=PROMPT_SETS,
+    group_name="variation",
+    kinds={"numpy"},
+    automation_condition=dg.AutomationCondition.eager(),
+)
 CHECK = dict(partitions_def=PROMPT_SETS)
 
 

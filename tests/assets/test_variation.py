@@ -17,9 +17,9 @@ from study_query_dagster.db import (
 from tests.support.pipeline import make_resources, study_assets_and_checks
 
 SHIPPED = Path(__file__).resolve().parents[2] / "prompt_sets"
-SELECTION = dg.AssetSelection.assets(
-    "prompt_set", "inference_run", "response_embeddings"
-) | dg.AssetSelection.groups("variation")
+STUDY = dg.AssetSelection.assets("prompt_set", "inference_run", "response_embeddings")
+VARIATION = dg.AssetSelection.groups("variation")
+SELECTION = STUDY | VARIATION
 SE_7_3 = -(0.7 * math.log(0.7) + 0.3 * math.log(0.3))  # 0.6108643...
 VARIATION_CHECKS = {
     "every_answer_in_one_class",
@@ -205,3 +205,50 @@ def test_drift_over_two_runs(study, db_url):
     assert metadata(second, "answer_drift")["mean_drift_jsd"] == pytest.approx(
         expected / 2, abs=1e-4
     )
+
+
+def test_variation_refreshes_after_each_new_run(db_url, tmp_path):
+    """Declarative automation (variation_automation): nothing for a set that never ran, the
+    four assets once its run and embeddings are new, then nothing until the next run."""
+    from study_query_dagster.definitions import defs
+
+    prompt_dir = tmp_path / "prompt_sets"
+    prompt_dir.mkdir()
+    shutil.copy(SHIPPED / "variation_stable.yaml", prompt_dir)
+    resources = make_resources(db_url, prompt_dir, exports_dir=tmp_path / "exports")
+    assets = [
+        "answer_equivalence_classes",
+        "sample_dispersion",
+        "cross_target_agreement",
+        "answer_drift",
+    ]
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("prompt_sets", ["variation_stable"])
+
+        def evaluate(cursor=None):
+            result = dg.evaluate_automation_conditions(
+                defs=defs, instance=instance, asset_selection=VARIATION, cursor=cursor
+            )
+            wanted = sorted(a for a in assets if result.get_num_requested(dg.AssetKey(a)))
+            return result.cursor, wanted
+
+        def materialize(selection):
+            return dg.materialize(
+                study_assets_and_checks(),
+                partition_key="variation_stable",
+                instance=instance,
+                resources=resources,
+                selection=selection,
+            ).success
+
+        cursor, wanted = evaluate()
+        assert wanted == []  # registered, never run: nothing to measure
+        assert materialize(STUDY)
+        cursor, wanted = evaluate(cursor)
+        assert wanted == sorted(assets)
+        assert materialize(VARIATION)
+        cursor, wanted = evaluate(cursor)
+        assert wanted == []
+        assert materialize(STUDY)  # a new run of the set
+        cursor, wanted = evaluate(cursor)
+        assert wanted == sorted(assets)

@@ -14,22 +14,7 @@ from tests.support.deployment import ROOT
 from tests.support.pipeline import reconstructable_production_study_job
 
 PROMPT_SETS = ROOT / "prompt_sets"
-STUDY_ASSETS = {
-    "prompt_set",
-    "inference_run",
-    "response_embeddings",
-    "answer_equivalence_classes",
-    "sample_dispersion",
-    "cross_target_agreement",
-    "answer_drift",
-}
-# The offline echo gives a distinct text per sample, so the variation findings (WARN) show:
-# 3 samples per cell, a temperature-0 target whose answers vary, targets that never agree.
-WARNINGS = {
-    "enough_samples_for_entropy",
-    "deterministic_targets_stable",
-    "targets_agree_on_modal_answer",
-}
+STUDY_ASSETS = {"prompt_set", "inference_run", "response_embeddings"}
 
 
 def _dagster_rows(url: str, sql: str, **params) -> list:
@@ -59,11 +44,8 @@ def test_capitals_through_study_job_on_postgres_storage(
     run_id = result.run_id
     materialized = {e.asset_key.path[-1] for e in result.get_asset_materialization_events()}
     assert materialized == STUDY_ASSETS
-    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
-    assert len(checks) == 12
-    failed = {name for name, c in checks.items() if not c.passed}
-    assert failed == WARNINGS, failed
-    assert {checks[name].severity for name in failed} == {dg.AssetCheckSeverity.WARN}
+    checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+    assert len(checks) == 6 and all(checks.values()), checks
 
     # The run and its events are rows in PostgreSQL, not files next to DAGSTER_HOME.
     url = pg_deployment.dagster_db_url
@@ -74,7 +56,7 @@ def test_capitals_through_study_job_on_postgres_storage(
     )
     kinds = [kind for kind, _ in events]
     assert kinds.count(dg.DagsterEventType.RUN_SUCCESS.value) == 1
-    assert kinds.count("ASSET_CHECK_EVALUATION") == 12
+    assert kinds.count("ASSET_CHECK_EVALUATION") == 6
     stored_assets = {key for kind, key in events if kind == "ASSET_MATERIALIZATION"}
     assert stored_assets == {f'["{name}"]' for name in STUDY_ASSETS}
     assert not list(pg_deployment.home.glob("**/*.db"))  # no SQLite storage anywhere
