@@ -1,6 +1,9 @@
 """`InferenceRepository`: the v1 (legacy) `inference_runs` table, as the original tool used it.
 
-Kept so legacy databases can be read (and, in tests, written) with the original API.
+The original's methods behave as they did (including `get_batch_summary`'s keys and its answer
+for an unknown batch, and a batch's rows newest first); the project adds validation with clear
+errors, an explicit `created_at`, escaped search terms and stable tie-breaking by id. One
+deliberate difference: `get_provider_stats` gives None, not 0, for an average nothing reported.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ class InferenceRepository:
         batch_id: str | None = None,
         created_at: datetime | None = None,
     ) -> int:
+        """Insert one row; its id. No metadata is stored as `{}`, as the original did."""
         row = _validate(
             {
                 "prompt": prompt,
@@ -52,7 +56,7 @@ class InferenceRepository:
                 "provider": provider,
                 "tokens": tokens,
                 "latency_ms": latency_ms,
-                "metadata": metadata,
+                "metadata": metadata or {},
                 "batch_id": batch_id,
                 **({"created_at": created_at} if created_at else {}),
             },
@@ -65,6 +69,8 @@ class InferenceRepository:
         return run.id
 
     def batch_insert_inferences(self, rows: Iterable[Mapping[str, Any]]) -> list[int]:
+        """Insert rows (dicts of the columns; `metadata` or `metadata_json`); their ids in
+        input order. A bad row fails the batch before anything is inserted."""
         validated = [_validate(r, f"inference_runs row {i}") for i, r in enumerate(rows)]
         if not validated:
             return []
@@ -83,8 +89,10 @@ class InferenceRepository:
         limit: int | None = 100,
         offset: int = 0,
     ) -> list[InferenceRun]:
+        """Rows newest first, optionally of one provider and within (start, end) (inclusive;
+        either end may be None)."""
         stmt = select(InferenceRun)
-        if provider is not None:
+        if provider:
             stmt = stmt.where(InferenceRun.provider == provider)
         if date_range is not None:
             start, end = date_range
@@ -120,7 +128,9 @@ class InferenceRepository:
             for r in self.session.execute(stmt)
         ]
 
-    def search_by_prompt(self, term: str, limit: int = 100) -> list[InferenceRun]:
+    def search_by_prompt(self, term: str, limit: int = 50) -> list[InferenceRun]:
+        """Rows whose prompt contains `term` (case-insensitive, `%` and `_` taken literally),
+        newest first."""
         escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         stmt = (
             select(InferenceRun)
@@ -133,25 +143,36 @@ class InferenceRepository:
     def get_total_count(self) -> int:
         return self.session.scalar(select(func.count()).select_from(InferenceRun)) or 0
 
+    def get_count_by_provider(self, provider: str) -> int:
+        stmt = select(func.count()).select_from(InferenceRun)
+        return self.session.scalar(stmt.where(InferenceRun.provider == provider)) or 0
+
     def get_inferences_by_batch_id(self, batch_id: str) -> list[InferenceRun]:
+        """A batch's rows, newest first (as the original listed them)."""
         stmt = (
             select(InferenceRun)
             .where(InferenceRun.batch_id == batch_id)
-            .order_by(InferenceRun.created_at, InferenceRun.id)
+            .order_by(InferenceRun.created_at.desc(), InferenceRun.id.desc())
         )
         return list(self.session.scalars(stmt))
 
-    def get_batch_summary(self, batch_id: str) -> dict[str, Any] | None:
+    def get_batch_summary(self, batch_id: str) -> dict[str, Any]:
+        """A batch's statistics, aggregated in SQL: the original's keys (`total_runs`,
+        `providers`, `total_tokens`, `avg_tokens`, `avg_latency_ms`, `min_latency_ms`,
+        `max_latency_ms`, `created_at_range`) plus `count`, `first_created_at` and
+        `last_created_at`. An unknown batch gives zeros and an empty provider list, as the
+        original did; averages over rows without a value are 0.0 (the original's choice)."""
         stmt = select(
             func.count().label("count"),
             func.sum(InferenceRun.tokens).label("total_tokens"),
+            func.avg(InferenceRun.tokens).label("avg_tokens"),
             func.avg(InferenceRun.latency_ms).label("avg_latency_ms"),
+            func.min(InferenceRun.latency_ms).label("min_latency_ms"),
+            func.max(InferenceRun.latency_ms).label("max_latency_ms"),
             func.min(InferenceRun.created_at).label("first_at"),
             func.max(InferenceRun.created_at).label("last_at"),
         ).where(InferenceRun.batch_id == batch_id)
         row = self.session.execute(stmt).one()
-        if not row.count:
-            return None
         providers = self.session.scalars(
             select(InferenceRun.provider)
             .where(InferenceRun.batch_id == batch_id)
@@ -160,10 +181,19 @@ class InferenceRepository:
         ).all()
         return {
             "batch_id": batch_id,
-            "count": row.count,
+            "total_runs": row.count,
             "providers": list(providers),
             "total_tokens": int(row.total_tokens or 0),
-            "avg_latency_ms": float(row.avg_latency_ms) if row.avg_latency_ms is not None else None,
+            "avg_tokens": _float(row.avg_tokens, 0.0),
+            "avg_latency_ms": _float(row.avg_latency_ms, 0.0),
+            "min_latency_ms": _float(row.min_latency_ms),
+            "max_latency_ms": _float(row.max_latency_ms),
+            "created_at_range": (row.first_at, row.last_at),
+            "count": row.count,
             "first_created_at": row.first_at,
             "last_created_at": row.last_at,
         }
+
+
+def _float(value: Any, default: float | None = None) -> float | None:
+    return float(value) if value is not None else default

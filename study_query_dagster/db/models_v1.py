@@ -27,7 +27,13 @@ class InferenceRun(V1Base):
         UTCDateTime(), server_default=func.now(), nullable=False, index=True
     )
 
+    def __repr__(self) -> str:
+        return (
+            f"<InferenceRun(id={self.id}, provider={self.provider}, created_at={self.created_at})>"
+        )
+
     def to_dict(self) -> dict:
+        """The row as a dict; `created_at` as an ISO 8601 string (as the original tool gave it)."""
         return {
             "id": self.id,
             "prompt": self.prompt,
@@ -37,5 +43,5 @@ class InferenceRun(V1Base):
             "latency_ms": self.latency_ms,
             "metadata": self.metadata_json,
             "batch_id": self.batch_id,
-            "created_at": self.created_at,
+            "created_at": self.created_at.isoformat() if self.created_at else None,
         }

@@ -138,8 +138,9 @@ class GroupMember(Base):
 
 class MigrationLedger(Base):
     """Which legacy v1 row became which raw_call: makes the v1 -> v2 migration idempotent and
-    incremental. `source` identifies the v1 database by content, not by URL (see
-    services/migration.py), so a moved or copied SQLite file is still recognised."""
+    incremental; append-only by database triggers (revision 0004). `source` identifies the v1
+    database by content, not by URL (see services/migration/source.py), so a moved or copied
+    SQLite file is still recognised."""
 
     __tablename__ = "migration_ledger"
     # One raw_call per (source, v1 row): a concurrent second run fails instead of duplicating.
@@ -152,6 +153,22 @@ class MigrationLedger(Base):
         ForeignKey("raw_calls.id"), nullable=False, unique=True
     )
     migrated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
+
+
+class MigrationQuarantine(Base):
+    """A v1 row the migration could not take (and skipped, when asked to): which source and
+    v1 id, the field at fault and why (revision 0004). Mutable bookkeeping: an entry is removed
+    when a later run migrates the row after it was fixed."""
+
+    __tablename__ = "migration_quarantine"
+    __table_args__ = (UniqueConstraint("source", "v1_id"),)
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(64), nullable=False)
+    v1_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    field: Mapped[str] = mapped_column(String(64), nullable=False)
+    reason: Mapped[str] = mapped_column(Text, nullable=False)
+    quarantined_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
 
 
 class RunFailure(Base):

@@ -77,7 +77,9 @@ class PriceTable:
 
     def lookup(self, provider: str, model: str | None) -> Price | None:
         """Exact model, then without a date suffix, then the provider's "*" entry; Azure falls
-        back to OpenAI's entry for the same model."""
+        back to OpenAI's entry for the same model. A provider name that extends a priced one
+        (the original tool's `azure_openai_<deployment>`) prices as that one."""
+        provider = self._known(provider)
         for candidate_provider in (provider, FALLBACK_PROVIDER.get(provider)):
             models = self.prices.get(candidate_provider or "", {})
             if model:
@@ -89,6 +91,14 @@ class PriceTable:
             if "*" in models:
                 return models["*"]
         return None
+
+    def _known(self, provider: str) -> str:
+        if provider in self.prices or provider in FALLBACK_PROVIDER:
+            return provider
+        for known in sorted({*self.prices, *FALLBACK_PROVIDER}, key=len, reverse=True):
+            if provider.startswith((f"{known}_", f"{known}-")):
+                return known
+        return provider
 
     def cost(
         self,

@@ -126,8 +126,8 @@ def test_migration_asset_checks_and_incremental_rerun(db_url, tmp_path):
         assert metadata(first, "migrated_raw_calls")["migrated_now"] == 45
         checks = {c.check_name: c for c in first.get_asset_check_evaluations()}
         assert {n: c.passed for n, c in checks.items()} == {
-            "row_counts_match": True, "batch_sizes_match": True,
-            "timestamps_match": True, "sample_parity": True,
+            "row_counts_match": True, "batch_sizes_match": True, "batch_order_matches": True,
+            "timestamps_match": True, "sample_parity": True, "no_rows_quarantined": True,
         }  # fmt: skip
         assert "report" in checks["row_counts_match"].metadata
 

@@ -186,7 +186,8 @@ def test_provider_stats_match_hand_computed_values(db):
         RawCallRepository(session).insert_raw_calls(rows)
     with db.session_scope() as session:
         stats = {
-            (s["provider"], s["model"]): s for s in StatisticsRepository(session).get_provider_stats()
+            (s["provider"], s["model"]): s
+            for s in StatisticsRepository(session).get_provider_stats()
         }
 
     openai = stats[("openai", "gpt-4o")]

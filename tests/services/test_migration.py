@@ -6,22 +6,36 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import sqlite3
+import subprocess
+import sys
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select, text
 
-from study_query_dagster.db import Group, GroupMember, MigrationLedger, RawCall
+from study_query_dagster.db import (
+    DatabaseConnection,
+    Group,
+    GroupMember,
+    MigrationLedger,
+    RawCall,
+    validate_raw_call,
+)
 from study_query_dagster.services.migration import (
+    CHECKS,
     LegacySource,
     legacy_stats,
     migrate_v1_to_v2,
+    opened,
     parse_v1_timestamp,
     pending_v1_rows,
     resolve_source_id,
     source_fingerprint,
+    v1_row_to_raw_call,
     validate_migration,
 )
 from tests.support.legacy import add_v1_postgres_rows, add_v1_sqlite_rows, create_v1_sqlite
@@ -131,8 +145,15 @@ def test_batches_become_groups_ordered_by_created_at(db, v1_url):
             .order_by(GroupMember.position)
         ).all()
     # rows without batch_id (NULL or '') are in no group
-    assert set(names) == {"batch-of-1", "batch-of-1000", "big-prompts", "Zeta", "alpha",
-                          "zeta", "Ärger"}  # fmt: skip
+    assert set(names) == {
+        "batch-of-1",
+        "batch-of-1000",
+        "big-prompts",
+        "Zeta",
+        "alpha",
+        "zeta",
+        "Ärger",
+    }
     assert positions == list(range(1, 1001))
 
 
@@ -145,12 +166,18 @@ def test_rerun_imports_nothing_and_100_new_rows_exactly(db, v1_url, v1_path):
     assert pending_v1_rows(v1_url, db) == 0
 
     new_rows = [
-        {"prompt": f"new {i}", "response": f"r {i}", "provider": "openai", "tokens": i,
-         "latency_ms": float(i), "batch_id": "batch-of-1" if i < 50 else "later-batch",
-         # older than the member already there: positions must follow time
-         "created_at": f"2025-04-30 {10 + i // 60:02d}:{i % 60:02d}:00"}
+        {
+            "prompt": f"new {i}",
+            "response": f"r {i}",
+            "provider": "openai",
+            "tokens": i,
+            "latency_ms": float(i),
+            "batch_id": "batch-of-1" if i < 50 else "later-batch",
+            # older than the member already there: positions must follow time
+            "created_at": f"2025-04-30 {10 + i // 60:02d}:{i % 60:02d}:00",
+        }
         for i in range(100)
-    ]  # fmt: skip
+    ]
     add_v1_sqlite_rows(v1_path, new_rows)
     assert pending_v1_rows(v1_url, db) == 100
     third = migrate_v1_to_v2(v1_url, db)
@@ -176,8 +203,13 @@ def test_rows_appearing_below_the_high_water_mark_are_migrated(db, tmp_path):
     )
     url = f"sqlite:///{path}"
     assert migrate_v1_to_v2(url, db).migrated == 4
-    add_v1_sqlite_rows(path, [{"id": 3, "prompt": "p3", "response": "r", "provider": "p"},
-                              {"id": 7, "prompt": "p7", "response": "r", "provider": "p"}])  # fmt: skip
+    add_v1_sqlite_rows(
+        path,
+        [
+            {"id": 3, "prompt": "p3", "response": "r", "provider": "p"},
+            {"id": 7, "prompt": "p7", "response": "r", "provider": "p"},
+        ],
+    )
     result = migrate_v1_to_v2(url, db)
     assert (result.migrated, result.already_migrated) == (2, 4)
     assert sorted(migrated(db)) == [1, 2, 3, 5, 7, 9]
@@ -208,9 +240,11 @@ def test_another_v1_database_is_another_source(db, v1_url, tmp_path):
     first = migrate_v1_to_v2(v1_url, db)
     other = create_v1_sqlite(
         tmp_path / "other.db",
-        [{"prompt": f"other {i}", "response": "r", "provider": "p", "batch_id": "batch-of-1"}
-         for i in range(3)],
-    )  # fmt: skip
+        [
+            {"prompt": f"other {i}", "response": "r", "provider": "p", "batch_id": "batch-of-1"}
+            for i in range(3)
+        ],
+    )
     second = migrate_v1_to_v2(f"sqlite:///{other}", db)
     assert second.source_id != first.source_id and second.migrated == 3
     # same v1 ids, different source: both are in the ledger
@@ -260,16 +294,29 @@ def test_an_interrupted_run_resumes_without_duplicates(db, v1_url):
 
 
 def test_legacy_file_is_not_modified(db, v1_url, v1_path):
+    """The v1 file's bytes stay the same and it never gets a -wal or -shm file: opened with
+    `mode=ro`, also when handed over as a (v2) DatabaseConnection, whose own engine would
+    switch it to WAL."""
     before = hashlib.sha256(v1_path.read_bytes()).hexdigest()
     migrate_v1_to_v2(v1_url, db)
     validate_migration(v1_url, db, sample_size=None)
     legacy_stats(v1_url)
+    as_connection = DatabaseConnection(v1_url)
+    assert migrate_v1_to_v2(as_connection, db).migrated == 0
+    assert all(r.passed for r in validate_migration(as_connection, db, sample_size=None))
+    as_connection.dispose()
     assert hashlib.sha256(v1_path.read_bytes()).hexdigest() == before
-    assert not v1_path.with_name(v1_path.name + "-wal").exists()
+    assert not any(v1_path.with_name(v1_path.name + s).exists() for s in ("-wal", "-shm"))
+    con = sqlite3.connect(v1_path)
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    con.close()
     source = LegacySource.open(v1_url)
     with pytest.raises(Exception, match="readonly"), source.engine.begin() as conn:
         conn.execute(text("DELETE FROM inference_runs"))
+    with pytest.raises(Exception, match="readonly"), source.engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA journal_mode=WAL")  # not even the journal mode can change
     source.dispose()
+    assert hashlib.sha256(v1_path.read_bytes()).hexdigest() == before
 
 
 def test_legacy_stats(v1_url, v1_path):
@@ -290,20 +337,21 @@ def test_empty_legacy_database(db, tmp_path):
 @pytest.mark.parametrize(
     ("bad_row", "message"),
     [
-        ({"provider": ""}, r"invalid 'provider' \(v1 ids \[3\]\)"),
-        ({"provider": "p" * 65}, r"invalid 'provider' \(v1 ids \[3\]\)"),
-        ({"latency_ms": -1.0}, r"invalid 'latency_ms' \(v1 ids \[3\]\)"),
-        ({"created_at": "yesterday"}, r"id=3: created_at 'yesterday' is not a timestamp"),
-        ({"metadata": "{not json"}, r"id=3: metadata is not valid JSON"),
-        ({"tokens": "many"}, r"id=3: invalid literal for int\(\)"),
+        ({"provider": ""}, r"an invalid 'provider' \(v1 ids \[3\]\)"),
+        ({"provider": "p" * 65}, r"an invalid 'provider' \(v1 ids \[3\]\)"),
+        ({"latency_ms": -1.0}, r"an invalid 'latency_ms' \(v1 ids \[3\]\)"),
+        ({"created_at": "yesterday"}, r"id=3: field 'created_at' is not a timestamp \(got 'yes"),
+        ({"metadata": "{not json"}, r"id=3: field 'metadata' is not valid JSON"),
+        ({"tokens": "many"}, r"id=3: field 'tokens' is not a count \(got 'many'\)"),
     ],
 )
 def test_bad_legacy_rows_are_named_and_nothing_is_written(db, tmp_path, bad_row, message):
     rows = [{"prompt": f"p{i}", "response": "r", "provider": "p"} for i in range(5)]
     rows[2] = {**rows[2], **bad_row}
     path = create_v1_sqlite(tmp_path / "bad.db", rows)
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=message) as raised:
         migrate_v1_to_v2(f"sqlite:///{path}", db)
+    assert "skip_invalid_rows: true" in str(raised.value) and str(path) in str(raised.value)
     assert count(db, RawCall) == count(db, MigrationLedger) == 0
 
 
@@ -336,8 +384,9 @@ def test_postgres_source(db, v1_pg_url):
     assert calls[1].metadata_json["v1_metadata"] == dataset[0]["metadata"]
     assert calls[1004].request_json["prompt"] == HUGE
     assert len(batch_members(db, "batch-of-1000")) == 1000
-    add_v1_postgres_rows(v1_pg_url, [{"prompt": f"n{i}", "response": "r", "provider": "p"}
-                                     for i in range(100)])  # fmt: skip
+    add_v1_postgres_rows(
+        v1_pg_url, [{"prompt": f"n{i}", "response": "r", "provider": "p"} for i in range(100)]
+    )
     again = migrate_v1_to_v2(v1_pg_url, db)
     assert (again.migrated, again.already_migrated) == (100, V1_ROWS)
 
@@ -354,3 +403,31 @@ def test_dataset_shape():
     assert sum(r.get("batch_id") == "batch-of-1000" for r in rows) == 1000
     assert sum(1 for r in rows if not r.get("batch_id")) >= 4
     assert BASE.tzinfo is None
+
+
+def test_api_md_migration_example_runs(tmp_path):
+    """docs/API.md's migration example runs as written (offline, in a fresh directory)."""
+    api = (Path(__file__).resolve().parents[2] / "docs" / "API.md").read_text()
+    [example] = [
+        b for b in re.findall(r"```python\n(.*?)```", api, re.S) if "migrate_v1_to_v2(" in b
+    ]
+    script = tmp_path / "example.py"
+    script.write_text(example)
+    done = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert lines[0].split()[1:] == ["2", "0", "0"]  # migrated, already migrated, quarantined
+    assert lines[1:] == [f"{name}: passed" for name in CHECKS]
+
+
+def test_converted_rows_pass_the_repository_validation(v1_url):
+    """The migration writes in bulk, past RawCallRepository: its conversion must produce only
+    rows the repository's own validation accepts (the same rules, checked field by field)."""
+    with opened(v1_url) as source:
+        rows = source.first_rows(V1_ROWS)
+    assert len(rows) == V1_ROWS
+    for row in rows:
+        converted = v1_row_to_raw_call(row, "v1-test")
+        assert validate_raw_call(converted, f"v1 id {row.id}") == converted

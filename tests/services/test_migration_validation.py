@@ -6,13 +6,15 @@ happen: insert an altered copy of a migrated call and repoint the ledger at it."
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import select, text
 
 from study_query_dagster.db import MigrationLedger, RawCallRepository
+from study_query_dagster.db.legacy_reader import ID_PAGE
 from study_query_dagster.services.migration import (
+    CHECKS,
     ValidationReport,
     batch_sizes_match,
     migrate_v1_to_v2,
@@ -22,7 +24,7 @@ from study_query_dagster.services.migration import (
     timestamps_match,
     validate_migration,
 )
-from tests.support.legacy import add_v1_sqlite_rows, sql_v1
+from tests.support.legacy import add_v1_sqlite_rows, create_v1_sqlite, ledger_unlocked, sql_v1
 
 from .conftest import V1_ROWS
 
@@ -49,7 +51,7 @@ def raw_call_id(db, v1_id: int) -> int:
 def replace_with_copy(db, v1_id: int, **changes) -> int:
     """Insert an altered copy of v1 row `v1_id`'s raw_call and point the ledger at it."""
     old = raw_call_id(db, v1_id)
-    with db.session_scope() as session:
+    with ledger_unlocked(db), db.session_scope() as session:
         repo = RawCallRepository(session)
         row = repo.get_raw_call(old).to_dict()
         row.pop("id")
@@ -63,12 +65,12 @@ def replace_with_copy(db, v1_id: int, **changes) -> int:
 
 def test_faithful_migration_passes_every_check(migrated_db, v1_url):
     reports = validate_migration(v1_url, migrated_db, **ALL)
-    assert outcome(reports) == dict.fromkeys(
-        ["row_counts_match", "batch_sizes_match", "timestamps_match", "sample_parity"], True
-    )
+    assert outcome(reports) == dict.fromkeys(CHECKS, True)
+    assert len(CHECKS) == 6
     by_check = {r.check: r for r in reports}
     assert by_check["row_counts_match"].counts == {
         "v1_rows": V1_ROWS, "ledger_rows": V1_ROWS, "v2_tagged_rows": V1_ROWS,
+        "quarantined_rows": 0,
     }  # fmt: skip
     sizes = by_check["batch_sizes_match"].counts
     assert (sizes["v1_batches"], sizes["v2_batches"]) == (7, 7)
@@ -111,7 +113,8 @@ def test_altered_v1_row_fails_sample_parity_naming_row_and_field(migrated_db, v1
     report = sample_parity(v1_url, migrated_db, **ALL)
     assert not report.passed
     found = {(m["v1_id"], m["field"]) for m in report.mismatches}
-    assert found == {(42, "response"), (7, "tokens"), (7, "metadata")}
+    # row 7 lost its metadata, so also the model taken from it
+    assert found == {(42, "response"), (7, "tokens"), (7, "metadata"), (7, "model")}
     response = next(m for m in report.mismatches if m["v1_id"] == 42)
     assert (response["v1"], response["v2"], response["batch_id"]) == (
         "tampered", "answer 41", "batch-of-1000",
@@ -128,7 +131,7 @@ def test_altered_v1_timestamp_fails_timestamps_naming_row(migrated_db, v1_url, v
     assert len(rows) == 1 and rows[0]["field"] == "created_at"
     assert rows[0]["v1"] == "2025-05-01T11:00:00+00:00"
     assert rows[0]["v2"] == "2025-05-01T12:00:00+00:00"
-    batch = [m for m in report.mismatches if m["batch_id"] == "batch-of-1000"]
+    batch = [m for m in report.mismatches if m["batch_id"] == "batch-of-1000" and not m["v1_id"]]
     assert [m["field"] for m in batch] == ["first created_at"]
 
 
@@ -209,3 +212,71 @@ def test_report_to_dict_and_markdown(migrated_db, v1_url):
     assert as_dict["passed"] is True and as_dict["counts"]["v1_rows"] == V1_ROWS
     markdown = report.to_markdown()
     assert markdown.startswith("**row_counts_match: passed**") and "| v1_rows |" in markdown
+
+
+# --- verification as the run config selects it -------------------------------------------------
+
+
+def test_full_comparison_catches_what_a_sample_misses(migrated_db, v1_url):
+    """One changed response and a +1 s timestamp: found in every run of the full comparison,
+    named by v1 id, first mismatches first."""
+    replace_with_copy(migrated_db, 640, response_json={"text": "changed"})
+    shifted = raw_call_id(migrated_db, 77)
+    with migrated_db.session_scope() as session:
+        created = RawCallRepository(session).get_raw_call(shifted).created_at
+    replace_with_copy(migrated_db, 77, created_at=created + timedelta(seconds=1))
+    replace_with_copy(migrated_db, 900, response_json={"text": "changed too"})
+    # a sample of 5 rows that leaves them out passes: that is what a sample can miss
+    small = validate_migration(v1_url, migrated_db, sample_size=5, seed=11)
+    sampled = set(sample_v1_ids(v1_url, 5, seed=11))
+    assert not sampled & {77, 640, 900}
+    assert {r.check: r.passed for r in small}["sample_parity"]
+    full = {r.check: r for r in validate_migration(v1_url, migrated_db, sample_size=None)}
+    parity, times = full["sample_parity"], full["timestamps_match"]
+    assert parity.counts["mode"] == "full" and parity.counts["compared_rows"] == V1_ROWS
+    assert [(m["v1_id"], m["field"]) for m in parity.mismatches] == [
+        (640, "response"), (900, "response"),
+    ]  # fmt: skip
+    assert (parity.mismatches[0]["v1"], parity.mismatches[0]["v2"]) == ("answer 639", "changed")
+    rows = [m for m in times.mismatches if m["v1_id"]]
+    assert [(m["v1_id"], m["field"]) for m in rows] == [(77, "created_at")]
+
+
+def test_reversed_batch_order_fails_the_order_check_only(migrated_db, v1_url):
+    with migrated_db.engine.begin() as conn:
+        group = conn.execute(text("SELECT id FROM groups WHERE name = 'batch-of-1000'")).scalar()
+        conn.execute(
+            text("UPDATE group_members SET position = 1001 - position WHERE group_id = :g"),
+            {"g": group},
+        )
+    reports = {r.check: r for r in validate_migration(v1_url, migrated_db, sample_size=None)}
+    assert {k: r.passed for k, r in reports.items() if not r.passed} == {
+        "batch_order_matches": False
+    }
+    (mismatch,) = reports["batch_order_matches"].mismatches
+    assert mismatch["batch_id"] == "batch-of-1000" and mismatch["field"] == "position"
+    # v1 lists the batch by created_at: "question 0" (v1 id 1) first, now found last
+    assert mismatch["v1_id"] == 1 and mismatch["v2"] == 48  # the latest, i = 47
+    assert "position 1 of 1000" in mismatch["problem"]
+    assert reports["batch_order_matches"].counts["members_compared"] == 1006
+
+
+def test_full_comparison_streams_page_by_page(db, tmp_path):
+    """More rows than one page of ids: pages whose digests agree are skipped, and the rows that
+    differ in other pages are still named, in v1 id order."""
+    n = ID_PAGE * 2 + 500
+    path = create_v1_sqlite(tmp_path / "many.db", [
+        {"prompt": f"p{i}", "response": f"r{i}", "provider": "openai", "tokens": i,
+         "batch_id": f"b{i % 7}", "created_at": f"2025-03-01 00:00:00.{i:06d}"}
+        for i in range(n)
+    ])  # fmt: skip
+    url = f"sqlite:///{path}"
+    migrate_v1_to_v2(url, db)
+    sql_v1(path, "UPDATE inference_runs SET tokens = -5 WHERE id IN (3, 10007)")
+    sql_v1(path, "UPDATE inference_runs SET response = 'x' WHERE id = 5200")
+    parity = sample_parity(url, db, sample_size=None)
+    assert parity.counts["compared_rows"] == n
+    assert [(m["v1_id"], m["field"]) for m in parity.mismatches] == [
+        (3, "tokens"), (5200, "response"), (10007, "tokens"),
+    ]  # fmt: skip
+    assert parity.mismatches[0]["problem"] == "v1 row cannot be migrated any more"

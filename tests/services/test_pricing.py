@@ -17,6 +17,14 @@ def test_shipped_prices_and_lookups():
     assert table.cost("offline", "anything", 500, 500) == 0.0
 
 
+def test_the_original_tools_provider_names_price_as_their_provider():
+    # v1 rows name a provider with its deployment ("azure_openai_<deployment>").
+    table = PriceTable.load()
+    assert table.lookup("azure_openai_gpt4o-prod", "gpt-4o") == table.lookup("openai", "gpt-4o")
+    assert table.lookup("openai-compatible", "gpt-4o") == table.lookup("openai", "gpt-4o")
+    assert table.lookup("azurex", "gpt-4o") is None  # a prefix must end at a separator
+
+
 def test_unknown_model_or_tokens_cost_none_not_zero():
     table = PriceTable.load()
     assert table.cost("openai", "my-finetune", 100, 100) is None

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from study_query_dagster.db.legacy_reader import V1_COLUMNS
 
 V1_SQLITE_DDL = """
 CREATE TABLE inference_runs (
@@ -43,8 +47,7 @@ CREATE INDEX ix_inference_runs_batch_id ON inference_runs (batch_id);
 CREATE INDEX ix_inference_runs_created_at ON inference_runs (created_at);
 """
 
-COLUMNS = ("id", "prompt", "response", "provider", "tokens", "latency_ms", "metadata",
-           "batch_id", "created_at")  # fmt: skip
+COLUMNS = V1_COLUMNS  # the original layout's columns, in its order
 
 
 def _runs(rows: Iterable[Mapping[str, Any]]):
@@ -109,9 +112,11 @@ def add_v1_postgres_rows(url, rows: Iterable[Mapping[str, Any]]) -> None:
         cur.execute("SET TIME ZONE 'UTC'")  # the original tool wrote naive UTC timestamps
         for names, values in _runs(rows):
             execute_values(
-                cur, f"INSERT INTO inference_runs ({', '.join(names)}) VALUES %s", values,
+                cur,
+                f"INSERT INTO inference_runs ({', '.join(names)}) VALUES %s",
+                values,
                 page_size=1000,
-            )  # fmt: skip
+            )
         # explicit ids must not collide with the SERIAL sequence afterwards
         cur.execute(
             "SELECT setval(pg_get_serial_sequence('inference_runs', 'id'),"
@@ -132,3 +137,39 @@ def sql_v1(path_or_url, statement: str, params: Sequence[Any] = ()) -> None:
     with con, con.cursor() as cur:
         cur.execute(statement.replace("?", "%s"), params)
     con.close()
+
+
+def _ledger_revision():
+    """The Alembic revision that makes the ledger append-only, loaded from its file."""
+    from study_query_dagster.db.connection import MIGRATIONS_DIR
+
+    [path] = (MIGRATIONS_DIR / "versions").glob("0004_*.py")
+    spec = importlib.util.spec_from_file_location("ledger_revision", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@contextmanager
+def ledger_unlocked(db):
+    """The v2 database's migration_ledger with its append-only triggers lifted (for tests that
+    tamper with it, as someone with DDL rights could), put back afterwards by the revision's
+    own code."""
+    with db.engine.begin() as conn:
+        if db.dialect == "postgresql":
+            conn.exec_driver_sql("ALTER TABLE migration_ledger DISABLE TRIGGER USER")
+        else:
+            conn.exec_driver_sql("DROP TRIGGER migration_ledger_no_update")
+            conn.exec_driver_sql("DROP TRIGGER migration_ledger_no_delete")
+    try:
+        yield
+    finally:
+        with db.engine.begin() as conn:
+            if db.dialect == "postgresql":
+                conn.exec_driver_sql("ALTER TABLE migration_ledger ENABLE TRIGGER USER")
+            else:
+                from alembic.operations import Operations
+                from alembic.runtime.migration import MigrationContext
+
+                with Operations.context(MigrationContext.configure(conn)):
+                    _ledger_revision()._ledger_triggers("sqlite")
