@@ -20,7 +20,8 @@ from sqlalchemy import String, column, func, insert, select, values
 from .dialect import CHUNK_SIZE, Repository
 from .models_v2 import EmbeddingVector, Group, VariationResult
 from .types import utcnow
-from .vector_store import VectorStore, decode_vector_send
+from .vector_codec import decode_vector_send
+from .vector_store import VectorStore
 
 REQUIRED = (
     "run_group_id",
