@@ -96,15 +96,18 @@ def _metadata(result, asset: str) -> dict:
     return {}
 
 
-def study_outcome(name: str, result) -> Outcome:
+def study_outcome(name: str, results: list) -> Outcome:
+    """The line of a set: its study_job run, then its variation_job run when there was one."""
     import dagster as dg
 
-    checks = result.get_asset_check_evaluations()
+    checks = [c for result in results for c in result.get_asset_check_evaluations()]
     failed = [c for c in checks if not c.passed and c.severity == dg.AssetCheckSeverity.ERROR]
     warned = [c for c in checks if not c.passed and c.severity == dg.AssetCheckSeverity.WARN]
-    run = _metadata(result, "inference_run")
-    report = _metadata(result, "study_results").get("report")
-    errors = _step_errors(result)
+    run = _metadata(results[0], "inference_run")
+    # the last report written: the variation run's, which has the variation section
+    reports = [_metadata(r, "study_results").get("report") for r in results]
+    report = next((r for r in reversed(reports) if r), None)
+    errors = [e for result in results for e in _step_errors(result)]
     errors += [f"check {c.check_name} failed: {c.description or ''}".rstrip(": ") for c in failed]
     errors += [f"check {c.check_name} warns: {c.description or ''}".rstrip(": ") for c in warned]
     passed = len(checks) - len(failed) - len(warned)
@@ -113,7 +116,7 @@ def study_outcome(name: str, result) -> Outcome:
         summary += f", {len(warned)} warn"
     return Outcome(
         name=name,
-        status="OK" if result.success and not failed else "FAILED",
+        status="OK" if all(r.success for r in results) and not failed else "FAILED",
         calls=run.get("calls"),
         failures=run.get("failures"),
         checks=summary,
@@ -142,9 +145,10 @@ def summary_table(outcomes: list[Outcome]) -> str:
 
 
 def cmd_materialize(_args) -> int:
-    """Register every prompt set and materialize the whole graph for each, headless, on the
-    instance in DAGSTER_HOME; end with a summary table (set, status, calls, failures, checks)
-    and every error. Non-zero if a file is invalid, a run fails or an ERROR check fails."""
+    """Register every prompt set and materialize the whole graph for each (study_job, then
+    variation_job), headless, on the instance in DAGSTER_HOME; end with a summary table (set,
+    status, calls, failures, checks), every error and warning, and the study reports. Non-zero
+    if a file is invalid, a run fails or an ERROR check fails."""
     import dagster as dg
 
     from .definitions import defs
@@ -162,13 +166,20 @@ def cmd_materialize(_args) -> int:
     instance = dg.DagsterInstance.get()
     known = set(instance.get_dynamic_partitions("prompt_sets"))
     instance.add_dynamic_partitions("prompt_sets", [n for n in valid if n not in known])
-    job = defs.resolve_job_def("study_job")
+    jobs = [defs.resolve_job_def("study_job"), defs.resolve_job_def("variation_job")]
     for name in valid:
         print(f"running {name} ...", flush=True)
-        result = job.execute_in_process(
-            partition_key=name, instance=instance, raise_on_error=False, run_config=QUIET_DAGSTER
-        )
-        outcomes.append(study_outcome(name, result))
+        results = []
+        for job in jobs:  # the variation of a run (and its report again) once the run succeeded
+            results.append(
+                job.execute_in_process(
+                    partition_key=name, instance=instance, raise_on_error=False,
+                    run_config=QUIET_DAGSTER,
+                )
+            )  # fmt: skip
+            if not results[-1].success:
+                break
+        outcomes.append(study_outcome(name, results))
     print("refreshing analytics ...", flush=True)
     analytics = defs.resolve_job_def("analytics_job").execute_in_process(
         instance=instance, raise_on_error=False, run_config=QUIET_DAGSTER

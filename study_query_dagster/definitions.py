@@ -23,6 +23,7 @@ from .assets.inference import (
 from .assets.migration import MIGRATION_CHECKS, legacy_inference_runs, migrated_raw_calls
 from .assets.prompts import prompt_set
 from .assets.results import study_results
+from .assets.variation import VARIATION_ASSETS, VARIATION_CHECKS
 from .automation import (
     analytics_after_migration,
     analytics_automation,
@@ -31,9 +32,17 @@ from .automation import (
     legacy_database_sensor,
     prompt_set_sensor,
     record_failed_runs,
+    variation_automation,
 )
 from .config import get_settings
-from .jobs import adhoc_prompt_job, analytics_job, migration_job, results_job, study_job
+from .jobs import (
+    adhoc_prompt_job,
+    analytics_job,
+    migration_job,
+    results_job,
+    study_job,
+    variation_job,
+)
 from .resources import build_resources
 
 defs = dg.Definitions(
@@ -48,6 +57,7 @@ defs = dg.Definitions(
         recent_calls,
         legacy_inference_runs,
         migrated_raw_calls,
+        *VARIATION_ASSETS,
     ],
     asset_checks=[
         *MIGRATION_CHECKS,
@@ -56,9 +66,11 @@ defs = dg.Definitions(
         raw_calls_are_immutable,
         every_response_embedded,
         embedding_dimensions_consistent,
+        *VARIATION_CHECKS,
     ],
     jobs=[
         study_job,
+        variation_job,
         results_job,
         adhoc_prompt_job,
         migration_job,
@@ -70,6 +82,7 @@ defs = dg.Definitions(
         legacy_database_sensor,
         record_failed_runs,
         analytics_automation,
+        variation_automation,
         analytics_after_migration,
     ],
     schedules=[daily_prompt_sets, hourly_prompt_sets],

@@ -15,12 +15,21 @@ from .models_v2 import (
     MigrationQuarantine,
     RawCall,
     RunFailure,
+    VariationResult,
 )
 from .queries import CallFilter
 from .raw_calls import RawCallRepository, probe_append_only, validate_raw_call
 from .run_failures import RunFailureRepository
 from .run_results import CallRow, RunResultsRepository
+from .semantic_clusters import (
+    REPRESENTATIVE,
+    SEMANTIC_CLUSTER,
+    ClusterSpec,
+    SemanticClusterRepository,
+    StoredCluster,
+)
 from .statistics import StatisticsRepository
+from .variation_results import HistoryPoint, VariationResultRepository, validate_result
 from .vector_store import StoredEmbedding, StoredVector, VectorStore, validate_embedding
 
 __all__ = [
@@ -28,26 +37,35 @@ __all__ = [
     "CallArtifact",
     "CallRow",
     "CallFilter",
+    "ClusterSpec",
     "DatabaseConnection",
     "EmbeddingVector",
     "Group",
     "GroupMember",
     "GroupRepository",
+    "HistoryPoint",
     "InferenceRepository",
     "InferenceRun",
     "MigrationLedger",
     "MigrationQuarantine",
+    "REPRESENTATIVE",
     "RawCall",
     "RawCallRepository",
     "RunFailure",
     "RunFailureRepository",
     "RunResultsRepository",
+    "SEMANTIC_CLUSTER",
+    "SemanticClusterRepository",
     "StatisticsRepository",
+    "StoredCluster",
     "StoredEmbedding",
     "StoredVector",
+    "VariationResult",
+    "VariationResultRepository",
     "VectorStore",
     "normalize_url",
     "probe_append_only",
     "validate_embedding",
     "validate_raw_call",
+    "validate_result",
 ]

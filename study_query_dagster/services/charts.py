@@ -53,14 +53,14 @@ def charts_markdown(charts: Iterable[Chart]) -> str:
     return "\n\n".join(chart.markdown() for chart in charts)
 
 
-def _render(figure: Figure) -> bytes:
+def render_png(figure: Figure) -> bytes:
     FigureCanvasAgg(figure)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=DPI)
     return buffer.getvalue()
 
 
-def _no_data(ax, title: str) -> None:
+def no_data(figure: Figure, ax, title: str) -> None:
     ax.set_title(title)
     ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
     ax.set_xticks([])
@@ -80,12 +80,12 @@ def bar_chart(
     figure = Figure(figsize=size, layout="constrained")
     ax = figure.add_subplot()
     if not labels or not series:
-        _no_data(ax, title)
-        return _render(figure)
+        no_data(figure, ax, title)
+        return render_png(figure)
     _draw_bars(ax, labels, series)
     ax.set_title(title)
     ax.set_ylabel(ylabel)
-    return _render(figure)
+    return render_png(figure)
 
 
 def _draw_bars(ax, labels: Sequence[str], series: Mapping[str, Sequence[float | None]]) -> None:
@@ -145,8 +145,8 @@ def time_series_chart(
     ax = figure.add_subplot()
     title = title or f"{metric} over time"
     if series.empty:
-        _no_data(ax, title)
-        return _render(figure)
+        no_data(figure, ax, title)
+        return render_png(figure)
     if metric not in series:
         raise ValueError(f"time series has no column {metric!r} (has {list(series.columns)})")
     # (bucket, provider) is unique in the service output; a gap (NaN) breaks the line.
@@ -158,7 +158,7 @@ def time_series_chart(
     ax.set_ylabel(metric)
     ax.legend(fontsize=8)
     figure.autofmt_xdate()
-    return _render(figure)
+    return render_png(figure)
 
 
 def time_series_charts(
