@@ -7,7 +7,7 @@ import dagster as dg
 from .assets.inference import inference_run
 from .assets.migration import legacy_inference_runs, migrated_raw_calls, observation_metadata
 from .assets.prompts import PROMPT_SETS, prompt_set
-from .assets.results import RESULTS_OF_TAG
+from .assets.results import RESULTS_OF_TAG, study_results
 from .config import get_settings
 from .db import RunFailureRepository
 from .jobs import analytics_job, migration_job, results_job, study_job
@@ -230,7 +230,8 @@ analytics_automation = dg.AutomationConditionSensorDefinition(
 # run of a set, in a run of their own so that study_job stays as short as before.
 variation_automation = dg.AutomationConditionSensorDefinition(
     "variation_automation",
-    target=dg.AssetSelection.groups("variation"),
+    # study_results too: its report is written again once the variation has measured the run
+    target=dg.AssetSelection.groups("variation") | dg.AssetSelection.assets(study_results),
     default_status=RUNNING,
     minimum_interval_seconds=30,
 )

@@ -47,7 +47,8 @@ results_job = dg.define_asset_job(
 # job measures a set's newest run on demand, and `make materialize` runs it after study_job.
 variation_job = dg.define_asset_job(
     "variation_job",
-    selection=dg.AssetSelection.groups("variation"),
+    # and the study report again, now with the run's variation
+    selection=dg.AssetSelection.groups("variation") | dg.AssetSelection.assets(study_results),
     description="answer_equivalence_classes -> sample_dispersion, cross_target_agreement, "
     "answer_drift (with their checks) on the newest run of one prompt set.",
 )

@@ -11,8 +11,17 @@ from ..services.charts import Chart, charts_markdown, cost_chart, latency_chart
 from ..services.reports import publish_run_results
 from ..services.reports.tables import ANSWER_TABLE, TARGET_TABLE
 from .inference import inference_run
-from .metadata import ident, measure, root_run_id, table
+from .metadata import ident, md_list, measure, root_run_id, table
 from .prompts import PROMPT_SETS
+from .variation import answer_drift, cross_target_agreement, sample_dispersion
+
+# Written again once the variation assets have measured the run (they run after study_job, in
+# a run of their own): the report's variation section then has their findings.
+AFTER_VARIATION = (
+    dg.AutomationCondition.any_deps_updated().ignore(dg.AssetSelection.assets(inference_run))
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+).with_label("after answer variation")
 
 # Set on a run requested for the results of a given run (e.g. after it failed).
 RESULTS_OF_TAG = "study/results_of_run"
@@ -43,8 +52,9 @@ def target_charts(targets: list[dict]) -> list[Chart]:
 @dg.asset(
     partitions_def=PROMPT_SETS,
     group_name="results",
-    deps=[inference_run],
+    deps=[inference_run, sample_dispersion, cross_target_agreement, answer_drift],
     kinds={"html", "csv"},
+    automation_condition=AFTER_VARIATION,
 )
 def study_results(
     context: dg.AssetExecutionContext, database: DatabaseResource, exports: ExportsResource
@@ -85,6 +95,7 @@ def study_results(
             "latency_p95_ms": measure(s["p95_latency_ms"]),
             "total_tokens": s["total_tokens"],
             "estimated_cost_usd": measure(s["cost_usd"]),
-            "variation": results.variation.note if not results.variation.available else "shown",
+            "variation": results.variation.note,
+            "variation_findings": md_list(results.variation.findings, empty="none"),
         }
     )

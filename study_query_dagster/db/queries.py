@@ -211,21 +211,35 @@ def time_series_query(granularity: str, dialect: str, where: CallFilter | None =
 
 # What call statistics can be grouped by. A target is the prompt set's target label (kept in
 # each call's metadata by the run), so two temperatures of one model are two targets; `params`
-# (the sampling parameters as sent, JSON text, without the seed: a run sends sample i with
-# seed + i) tells apart a label whose settings changed between versions of a set. Calls made
-# outside a prompt set have no set or target (NULL).
+# (the sampling parameters as sent, JSON text) tells apart a label whose settings changed
+# between versions of a set. Left out of `params`: what a run varies per item — the seed (sample
+# i is sent with seed + i) and the offline provider's scripted answers (one quota per prompt).
+# Calls made outside a prompt set have no set or target (NULL).
 GROUP_KEYS = ("provider", "model", "prompt_set", "target", "params")
 MODEL_KEYS = ("provider", "model")
 TARGET_KEYS = ("target", "provider", "model", "params")
 
 
+PER_ITEM_PARAMS = ("seed", "offline_answers")
+
+
 def params_without_seed(dialect: str) -> ColumnElement:
+    """The params as sent, without `PER_ITEM_PARAMS`, as JSON text."""
     if dialect == "postgresql":
-        return (RawCall.request_json["params"].op("-")(literal_column("'seed'"))).cast(Text)
+        params = RawCall.request_json["params"]
+        for name in PER_ITEM_PARAMS:
+            params = params.op("-")(literal_column(f"'{name}'"))
+        return params.cast(Text)
+    paths = [literal_column(f"'$.params.{name}'") for name in PER_ITEM_PARAMS]
     return func.json_extract(
-        func.json_remove(RawCall.request_json, literal_column("'$.params.seed'")),
-        literal_column("'$.params'"),
+        func.json_remove(RawCall.request_json, *paths), literal_column("'$.params'")
     )
+
+
+def scripted() -> ColumnElement:
+    """1 when the call was sent with scripted offline answers, else 0."""
+    script = RawCall.request_json[("params", "offline_answers")].as_string()
+    return case((script.is_not(None), 1), else_=0)
 
 
 def sent_seed() -> ColumnElement:
@@ -255,7 +269,8 @@ def provider_totals_query(
     prompt/completion token split (which can be priced) and calls that cannot be priced for
     lack of one — successful calls without `prompt_tokens`, or calls reporting only a total
     (migrated v1 rows). Failed calls without any token count are taken as unbilled. Grouped by
-    `params`, it also gives the lowest and highest seed sent (`seed_min`, `seed_max`)."""
+    `params`, it also gives the lowest and highest seed sent (`seed_min`, `seed_max`) and
+    whether answers were scripted (`scripted`)."""
     inner = (
         (where or CallFilter())
         .apply(
@@ -265,6 +280,7 @@ def provider_totals_query(
                     for key, column in zip(keys, group_columns(keys, dialect), strict=True)
                 ],
                 sent_seed().label("seed"),
+                scripted().label("scripted"),
                 RawCall.status,
                 RawCall.latency_ms,
                 token_field("prompt_tokens").label("pt"),
@@ -291,4 +307,5 @@ def provider_totals_query(
         func.sum(case((unsplit, 1), else_=0)).label("unsplit"),
         func.min(c.seed).label("seed_min"),
         func.max(c.seed).label("seed_max"),
+        func.max(c.scripted).label("scripted"),
     ).group_by(*group)

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import case, func, select
 
 from .dialect import Repository
-from .models_v2 import GroupMember, RawCall
+from .models_v2 import GroupMember, RawCall, VariationResult
 from .queries import token_field
 
 
@@ -28,6 +28,7 @@ class CallRow:
     cost_usd: float | None
     attempts: int | None
     created_at: datetime
+    target: str | None = None  # the target label the run recorded with the call
 
 
 def _in_group(group_id: int, modality: str):
@@ -51,6 +52,7 @@ class RunResultsRepository(Repository):
                 RawCall.metadata_json["cost_usd"].as_float(),
                 RawCall.metadata_json["attempts"].as_float(),
                 RawCall.created_at,
+                RawCall.metadata_json["target"].as_string(),
             )
             .where(*_in_group(group_id, modality))
             .order_by(RawCall.id)
@@ -62,6 +64,7 @@ class RunResultsRepository(Repository):
                 cost_usd=row[8],
                 attempts=None if row[9] is None else int(row[9]),
                 created_at=row[10],
+                target=row[11],
             )
             for row in self.session.execute(stmt)
         ]
@@ -124,3 +127,13 @@ class RunResultsRepository(Repository):
             }
             for prompt, target, sample, answer in self.session.execute(stmt)
         ]
+
+    def variation_strategy(self, group_id: int) -> str | None:
+        """The strategy key of the run's most recent answer-variation results (None without)."""
+        stmt = (
+            select(VariationResult.strategy_key)
+            .where(VariationResult.run_group_id == group_id)
+            .order_by(VariationResult.id.desc())
+            .limit(1)
+        )
+        return self.session.scalar(stmt)

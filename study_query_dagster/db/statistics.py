@@ -54,6 +54,8 @@ class StatisticsRepository(Repository):
             if params is not None and low is not None:
                 # one seed per sample (seed + i) reads as a range
                 params["seed"] = int(low) if low == high else f"{int(low)}..{int(high)}"
+            if row.pop("scripted") and params is not None:
+                params["offline_answers"] = "scripted"
             row["params"] = params
         return rows
 
@@ -85,7 +87,9 @@ class StatisticsRepository(Repository):
                     "calls_with_token_split": int(r.split or 0),
                     "calls_without_token_split": int(r.unsplit or 0),
                     **(
-                        {"seed_min": r.seed_min, "seed_max": r.seed_max} if "params" in keys else {}
+                        {"seed_min": r.seed_min, "seed_max": r.seed_max, "scripted": r.scripted}
+                        if "params" in keys
+                        else {}
                     ),
                 }
             )

@@ -80,5 +80,41 @@ def test_report_renders_offline_with_the_right_matrix(db_url, tmp_path, llm_serv
     assert fr["cold"][0]["colour"] == fr["warm"][0]["colour"] != fr["warm"][1]["colour"]
     assert "HTTP 400" in failures and NO_RESULTS in variation
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_shipped_variation_set_report_renders_its_findings(db_url, tmp_path):
+    """The shipped `variation_disagree` set (scripted offline answers): its report, with the
+    variation section filled in, as the README shows it."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Chromium is not installed (make test installs Debian's chromium as root)")
+    import dagster as dg
+    from playwright.sync_api import sync_playwright
+
+    from tests.services.test_reports import materialize_shipped
+
+    with dg.instance_for_test() as instance:
+        report, _ = materialize_shipped(
+            "variation_disagree", db_url, tmp_path, instance, "variation_disagree.yaml"
+        )
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.route("http*://**", lambda route: route.abort())
+        page.goto(report.as_uri())
+        counts = page.eval_on_selector_all(
+            "tr[data-prompt='capital'] td.cell",
+            "tds => tds.map(td => [...td.querySelectorAll('.group')].map(g => g.dataset.count))",
+        )
+        findings = page.eval_on_selector_all("#variation li", "lis => lis.map(li => li.innerText)")
+        rows = page.eval_on_selector_all("#variation table tbody tr", "trs => trs.length")
+        shot = ARTIFACTS / "study_report_variation.png"
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(shot), full_page=True)
+        browser.close()
+    assert counts == [["8", "2"], ["6", "4"]]  # Canberra 8 / Sydney 2; Sydney 6 / Canberra 4
+    assert rows == 4 and len(findings) == 1 and findings[0].startswith("capital: model-a and")
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     if os.environ.get("UPDATE_DOCS_SCREENSHOTS"):
         shutil.copy(shot, ROOT / "docs" / "images" / "study_report.png")

@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import csv
 import re
+import shutil
+from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
+
+import dagster as dg
 
 from study_query_dagster.db import DatabaseConnection, GroupRepository, RawCallRepository
 from study_query_dagster.services.reports import (
@@ -16,6 +20,7 @@ from study_query_dagster.services.reports import (
     load_run,
     publish_run_results,
 )
+from tests.support.pipeline import make_resources, study_assets_and_checks
 from tests.support.report_run import EXPECTED, run_demo
 
 
@@ -134,3 +139,96 @@ def run_hash(run, prefix: str) -> str:
 
     [(item, _)] = [(i, c) for i, c in run.failed_calls if i.item.key.startswith(prefix)]
     return item_request_hash(item.item)
+
+
+SHIPPED = Path(__file__).resolve().parents[2] / "prompt_sets"
+WITH_VARIATION = dg.AssetSelection.assets(
+    "prompt_set", "inference_run", "response_embeddings", "study_results"
+) | dg.AssetSelection.groups("variation")
+
+
+def materialize_shipped(name: str, db_url: str, tmp_path: Path, instance, file: str):
+    prompt_dir = tmp_path / "sets"
+    prompt_dir.mkdir(exist_ok=True)
+    shutil.copy(SHIPPED / file, prompt_dir / file)
+    resources = make_resources(db_url, prompt_dir)
+    instance.add_dynamic_partitions("prompt_sets", [name])
+    result = dg.materialize(
+        study_assets_and_checks(), selection=WITH_VARIATION, partition_key=name,
+        instance=instance, resources=resources, raise_on_error=False,
+    )  # fmt: skip
+    assert result.success
+    [event] = [e for e in result.get_asset_materialization_events()
+               if e.asset_key.path == ["study_results"]]  # fmt: skip
+    return Path(event.materialization.metadata["report"].value), result
+
+
+def variation_of(report: Path) -> tuple[dict, list[str]]:
+    """The report's variation table {(prompt, target): row} and its findings."""
+    section = report.read_text(encoding="utf-8").split('<section id="variation">')[1]
+    parser = Table()
+    parser.feed(section)
+    header, *rows = parser.rows
+    table = {(r[0], r[1]): dict(zip(header, r, strict=True)) for r in rows}
+    findings = re.findall(r"<li>(.*?)</li>", section)
+    return table, [unescape(f) for f in findings]
+
+
+class Table(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.rows: list[list[str]] = []
+        self.cell: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "tr":
+            self.rows.append([])
+        elif tag in ("td", "th"):
+            self.cell = []
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self.cell is not None:
+            self.rows[-1].append("".join(self.cell).strip())
+            self.cell = None
+
+    def handle_data(self, data):
+        if self.cell is not None:
+            self.cell.append(data)
+
+
+def test_the_report_shows_the_variation_of_the_run(db_url, tmp_path):
+    with dg.instance_for_test() as instance:
+        report, _ = materialize_shipped(
+            "variation_disagree", db_url, tmp_path, instance, "variation_disagree.yaml"
+        )
+    table, findings = variation_of(report)
+    # known answers (prompt_sets/variation_disagree.yaml): SE of 8/2 and 6/4 splits, in nats
+    a, b = table["capital", "model-a"], table["capital", "model-b"]
+    assert (a["answers"], a["classes"], a["semantic entropy"]) == ("10", "2", "0.5")
+    assert (b["classes"], b["semantic entropy"], b["modal share"]) == ("2", "0.673", "0.6")
+    assert table["boiling", "model-a"]["semantic entropy"] == "0"
+    assert table["boiling", "model-b"]["same answer every time"] == "yes"
+    [disagree] = [f for f in findings if "differ in their most frequent answer" in f]
+    assert disagree.startswith("capital: model-a and model-b")
+    assert "JSD 0.125" in disagree  # 0.1245112, base 2
+    assert "model-a: 'Canberra'" in disagree and "model-b: 'Sydney'" in disagree
+    # the matrix has the scripted answers, grouped
+    parser = Cells()
+    parser.feed(report.read_text(encoding="utf-8"))
+    assert parser.cells["capital", "model-a"] == [("answer", 8), ("answer", 2)]
+
+
+def test_the_report_names_the_drift_since_the_previous_run(db_url, tmp_path):
+    with dg.instance_for_test() as instance:
+        first, _ = materialize_shipped(
+            "variation_drift", db_url, tmp_path, instance, "variation_drift.yaml"
+        )
+        assert not [f for f in variation_of(first)[1] if "changed since" in f]  # no baseline
+        second, _ = materialize_shipped(
+            "variation_drift", db_url, tmp_path, instance, "variation_drift.yaml"
+        )
+    assert second != first  # a report per run
+    _, findings = variation_of(second)
+    [drift] = [f for f in findings if "changed since" in f]
+    assert drift.startswith("capital / drifting: the most frequent answer changed since")
+    assert "drift JSD 0.493" in drift  # 0.4934226: Canberra 10 -> Sydney 7 / Canberra 3

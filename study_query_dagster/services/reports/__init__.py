@@ -47,6 +47,17 @@ class RunResults:
     export_dir: Path
 
 
+def modal_answers(run: RunData) -> dict[tuple[str, str], str]:
+    """(prompt, target) -> the cell's most frequent answer as given."""
+    out = {}
+    for prompt in run.prompts:
+        for target in run.targets:
+            answers = [g for g in run.groups(prompt.id, target.label) if g["kind"] == "answer"]
+            if answers:
+                out[prompt.id, target.label] = answers[0]["text"]
+    return out
+
+
 def report_path(reports_dir: Path, prompt_set: str, run_id: str) -> Path:
     return Path(reports_dir) / prompt_set / f"{run_id}.html"
 
@@ -63,7 +74,7 @@ def publish_run_results(
     report of a run is rewritten as the run completes) and its CSV exports (never
     overwritten), and return the tables. LookupError when the set has no run yet."""
     run = load_run(db, prompt_set, root_run_id)
-    variation = variation_section(db, run.run_group_id)
+    variation = variation_section(db, run.run_group_id, modal_answers(run))
     path = write_html(
         report_path(reports_dir, prompt_set, run.root_run_id), render_report(run, variation)
     )

@@ -124,20 +124,25 @@ def load_run(db: DatabaseConnection, prompt_set_name: str, root_run_id: str | No
     group = find_run_group(db, prompt_set_name, root_run_id)
     prompt_set = prompt_set_of_run(group)
     work = prompt_set.work_items()
-    by_hash: dict[str, ItemResult] = {}
+    # Two targets can send the very same request (same provider, model and parameters, as
+    # scripted offline targets do): a hash can name several items.
+    by_hash: dict[str, list[ItemResult]] = {}
     results = []
     for item in work:
         result = ItemResult(item)
         results.append(result)
-        by_hash[item_request_hash(item)] = result
+        by_hash.setdefault(item_request_hash(item), []).append(result)
     unmatched = 0
     with db.session_scope() as session:
         for call in RunResultsRepository(session).call_rows(group.id):
-            result = by_hash.get(call.request_hash)
-            if result is None:
+            candidates = by_hash.get(call.request_hash)
+            if not candidates:
                 unmatched += 1
                 continue
-            result.calls.append(call)
+            # the item of the target the run recorded, else every item the request answers
+            own = [r for r in candidates if r.item.target_label == call.target] or candidates
+            for result in own:
+                result.calls.append(call)
     meta = group.metadata_json or {}
     targets = [
         TargetInfo(label, t.provider, t.model_name, t.params.as_dict())
