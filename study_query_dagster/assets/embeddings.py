@@ -9,7 +9,7 @@ from ..resources.database import DatabaseResource
 from ..resources.embeddings import EmbeddingResource
 from ..services import runs
 from .inference import inference_run
-from .metadata import root_run_id
+from .metadata import ident, root_run_id
 from .prompts import PROMPT_SETS
 
 
@@ -44,7 +44,7 @@ def response_embeddings(
         "provider": report.provider,
         "model": report.model,
         "errors": len(report.errors),
-        "run_group_id": report.run_group_id,
+        "run_group_id": ident(report.run_group_id),
     }
     if report.errors:
         raise dg.Failure(

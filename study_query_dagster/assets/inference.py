@@ -127,7 +127,7 @@ def every_request_captured(context: dg.AssetCheckExecutionContext, database: Dat
             "missing_items": md_list(missing),
             "failed": len(failed),
             "failed_items": md_list(failed),
-            "run_group_id": run.group.id,
+            "run_group_id": ident(run.group.id),
         },
     )
 
@@ -160,5 +160,5 @@ def raw_calls_are_immutable(context: dg.AssetCheckExecutionContext, database: Da
     return dg.AssetCheckResult(
         passed=refused,
         description=message,
-        metadata={"call_id": call_id, "database_said": message},
+        metadata={"call_id": ident(call_id), "database_said": message},
     )

@@ -9,7 +9,7 @@ from ..resources.prompt_sets import PromptSetsResource
 from ..resources.providers import LLMProvidersResource
 from ..services.prompt_sets import PromptSet, estimate_max_cost, preview_markdown
 from ..services.runs import store_prompt_set
-from .metadata import md_list
+from .metadata import ident, md_list
 
 PROMPT_SETS = dg.DynamicPartitionsDefinition(name="prompt_sets")
 
@@ -84,7 +84,7 @@ def prompt_set(
             "estimated_max_cost_usd": cost.total,
             "cost_note": cost.summary(),
             "preview": dg.MetadataValue.md(preview_markdown(ps)),
-            "group_id": group_id,
+            "group_id": ident(group_id),
         }
     )
     yield dg.AssetCheckResult(

@@ -14,7 +14,7 @@ from tests.support.deployment import ROOT
 from tests.support.pipeline import reconstructable_production_study_job
 
 PROMPT_SETS = ROOT / "prompt_sets"
-STUDY_ASSETS = {"prompt_set", "inference_run", "response_embeddings"}
+STUDY_ASSETS = {"prompt_set", "inference_run", "response_embeddings", "study_results"}
 
 
 def _dagster_rows(url: str, sql: str, **params) -> list:

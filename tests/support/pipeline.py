@@ -127,8 +127,9 @@ def reconstructable_study_job():
     return job
 
 
-# The executor config that runs the production job's steps in the run's own process.
-IN_PROCESS = {"execution": {"config": {"in_process": {}}}}
+# The run config that runs the production job's steps in the run's own process: none, as
+# study_job's executor is the in-process one (STUDY_JOB_EXECUTOR's default).
+IN_PROCESS: dict = {}
 
 
 def get_production_study_job():
