@@ -52,6 +52,10 @@ class CoreSettings(BaseSettings):
     # Retry-After a server may impose before the next attempt.
     llm_timeout_s: float = Field(60.0, alias="LLM_TIMEOUT_S", gt=0)
     llm_max_retry_after_s: float = Field(60.0, alias="LLM_MAX_RETRY_AFTER_S", ge=0)
+    # Provider quotas (concurrency, RPM/TPM, what rate-limit headers say) held for every run
+    # and process through the app database, and how long a crashed process's share outlives it.
+    shared_quotas: bool = Field(True, alias="SHARED_QUOTAS")
+    quota_lease_ttl_s: float = Field(30.0, alias="QUOTA_LEASE_TTL_S", gt=0)
 
     def environment_name(self, field: str) -> str | None:
         """The variable behind `field` when the process environment holds exactly this value,
@@ -77,7 +81,7 @@ def provider_fields() -> dict[str, Any]:
                 kind = str if variable.default is not None else str | None
             fields[variable.field] = (kind, Field(variable.default, alias=variable.name))
         if row.limits:
-            # Limits per provider, shared by all targets of a run that call it.
+            # Limits per provider, held for every run and process sharing the app database.
             for limit in LIMITS:
                 default = DEFAULT_MAX_CONCURRENCY if limit == "max_concurrency" else None
                 fields[row.limit_field(limit)] = (

@@ -17,7 +17,9 @@ from .models_v2 import (
     RunFailure,
 )
 from .queries import CallFilter
+from .quota_store import QuotaStore
 from .raw_calls import RawCallRepository, probe_append_only, validate_raw_call
+from .run_calls import RunCallsRepository
 from .run_failures import RunFailureRepository
 from .statistics import StatisticsRepository
 from .vector_store import StoredEmbedding, StoredVector, VectorStore, validate_embedding
@@ -35,8 +37,10 @@ __all__ = [
     "InferenceRun",
     "MigrationLedger",
     "MigrationQuarantine",
+    "QuotaStore",
     "RawCall",
     "RawCallRepository",
+    "RunCallsRepository",
     "RunFailure",
     "RunFailureRepository",
     "StatisticsRepository",

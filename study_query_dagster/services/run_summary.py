@@ -1,13 +1,13 @@
 """What a run of a prompt set looks like: counts by status and failure type, latency
-percentiles, tokens, cost, per-target figures and a preview of the answers."""
+percentiles, tokens, cost, per-target figures and a preview of the answers: aggregates the
+database computes, so summarising a run of any size takes flat memory."""
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from ..db import CallFilter, DatabaseConnection, RawCallRepository, StatisticsRepository
+from ..db import CallFilter, DatabaseConnection, RunCallsRepository, StatisticsRepository
 
 
 @dataclass
@@ -33,47 +33,25 @@ class RunSummary:
 
 def summarize_run(db: DatabaseConnection, run_group_id: int, preview_limit: int = 10) -> RunSummary:
     where = CallFilter(group_id=run_group_id, modality="text")
-    with db.session_scope() as session:
-        calls = RawCallRepository(session).calls_in_group(run_group_id, modality="text")
+    with db.read_session() as session:
+        calls = RunCallsRepository(session)
+        totals = calls.totals(run_group_id)
+        preview = calls.preview(run_group_id, preview_limit)
         stats = StatisticsRepository(session)
         p50, p95 = stats.latency_percentiles(where)
         per_target = stats.get_provider_stats(where)
-    by_status = Counter(c.status for c in calls)
-    failures = Counter(
-        (c.error_json or {}).get("type") or c.status for c in calls if c.status != "success"
-    )
-    successes = [c for c in calls if c.status == "success"]
-    tokens: Counter = Counter()
-    cost, unpriced = 0.0, 0
-    for call in successes:
-        for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
-            tokens[key] += int((call.tokens_json or {}).get(key) or 0)
-        price = (call.metadata_json or {}).get("cost_usd")
-        if price is None:
-            unpriced += 1
-        else:
-            cost += float(price)
-    preview = [
-        {
-            "prompt": (c.metadata_json or {}).get("prompt_id"),
-            "target": (c.metadata_json or {}).get("target"),
-            "sample": (c.metadata_json or {}).get("sample_index"),
-            "answer": (c.response_json or {}).get("text", ""),
-        }
-        for c in successes[:preview_limit]
-    ]
     return RunSummary(
         run_group_id=run_group_id,
-        calls=len(calls),
-        by_status=dict(by_status),
-        failures_by_type=dict(failures),
+        calls=totals.calls,
+        by_status=totals.by_status,
+        failures_by_type=totals.failures_by_type,
         latency_p50_ms=p50,
         latency_p95_ms=p95,
-        prompt_tokens=tokens["prompt_tokens"],
-        completion_tokens=tokens["completion_tokens"],
-        total_tokens=tokens["total_tokens"],
-        cost_usd=None if unpriced else round(cost, 6),
-        unpriced_calls=unpriced,
+        prompt_tokens=totals.prompt_tokens,
+        completion_tokens=totals.completion_tokens,
+        total_tokens=totals.total_tokens,
+        cost_usd=None if totals.unpriced else round(totals.cost_usd, 6),
+        unpriced_calls=totals.unpriced,
         per_target=per_target,
         preview=preview,
     )
