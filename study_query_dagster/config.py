@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from dotenv import load_dotenv
-from pydantic import Field, SecretStr, create_model
+from pydantic import Field, SecretStr, create_model, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .providers.registry import DEFAULT_MAX_CONCURRENCY, LIMITS, PROVIDERS
@@ -52,10 +52,27 @@ class CoreSettings(BaseSettings):
     # Retry-After a server may impose before the next attempt.
     llm_timeout_s: float = Field(60.0, alias="LLM_TIMEOUT_S", gt=0)
     llm_max_retry_after_s: float = Field(60.0, alias="LLM_MAX_RETRY_AFTER_S", ge=0)
+    # Where study_job runs its steps: in_process (one process per run, one step after the
+    # other; the calls are concurrent inside each step), multiprocess (a process per step) or
+    # celery (each step a task on the Celery workers listening on CELERY_BROKER_URL, on any
+    # machine). docs/DEPLOYMENT.md, step 3.
+    study_job_executor: Literal["in_process", "multiprocess", "celery"] = Field(
+        "in_process", alias="STUDY_JOB_EXECUTOR"
+    )
+    celery_broker_url: str | None = Field(None, alias="CELERY_BROKER_URL")
+    celery_backend_url: str | None = Field(None, alias="CELERY_BACKEND_URL")
     # Provider quotas (concurrency, RPM/TPM, what rate-limit headers say) held for every run
     # and process through the app database, and how long a crashed process's share outlives it.
     shared_quotas: bool = Field(True, alias="SHARED_QUOTAS")
     quota_lease_ttl_s: float = Field(30.0, alias="QUOTA_LEASE_TTL_S", gt=0)
+
+    @model_validator(mode="after")
+    def _celery_needs_a_broker(self):
+        if self.study_job_executor == "celery" and not self.celery_broker_url:
+            raise ValueError(
+                "STUDY_JOB_EXECUTOR=celery needs CELERY_BROKER_URL (e.g. redis://redis:6379/0)"
+            )
+        return self
 
     def environment_name(self, field: str) -> str | None:
         """The variable behind `field` when the process environment holds exactly this value,

@@ -262,10 +262,9 @@ async def start_or_resume_run(
     the same provider share its concurrency and RPM/TPM limits."""
     plan = plan_run(db, prompt_set_name, root_run_id, preflight=preflight)
     make_service = run_services(db, services)
-    reports = await asyncio.gather(
-        *(run_shard(db, plan.prompt_set, s, make_service, dict(extra_metadata or {}))
-          for s in plan.shards)
-    )  # fmt: skip
+    extra = dict(extra_metadata or {})
+    shards = [run_shard(db, plan.prompt_set, s, make_service, extra) for s in plan.shards]
+    reports = await asyncio.gather(*shards)
     result = finish_run(db, list(reports))
     logger.info(
         "run group %s: %d sent, %d already done; outcomes %s",
