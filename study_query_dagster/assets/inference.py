@@ -95,7 +95,7 @@ def send_shard(
     """Send the shard's items that have not succeeded yet; each call (success or failure) is
     one raw_calls row in the run's group. Fails when none of its items succeeded, so that
     re-executing from failure sends them again (and only them)."""
-    with database.failures("a shard of the inference run"):
+    with database.failures("the inference run"):
         report = asyncio.run(
             runs.run_planned_shard(
                 database.get_connection(), shard, llm, extra_metadata=_extra_metadata(context)
@@ -107,10 +107,10 @@ def send_shard(
     )
     if report.unfinished and not report.outcomes.get("success"):
         # Nothing to embed downstream: fail the step, so "re-execute from failure" applies.
+        where = f" of shard {shard.shard + 1}/{shard.shards}" if shard.shards > 1 else ""
         raise dg.Failure(
-            description=f"none of the {report.expected} items of shard {shard.shard + 1}/"
-            f"{shard.shards} succeeded (e.g. {', '.join(report.unfinished_keys[:20])}). "
-            + RETRY_HINT,
+            description=f"none of the {report.expected} items{where} succeeded "
+            f"(e.g. {', '.join(report.unfinished_keys[:20])}). " + RETRY_HINT,
             metadata={"items": report.expected, "unfinished": report.unfinished},
         )
     return report
