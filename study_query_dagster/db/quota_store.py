@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.engine import Connection
 
 from .connection import DatabaseConnection
@@ -82,85 +82,110 @@ class ScopeState:
         return {lease.model: lease for lease in self.leases if lease.holder == holder}
 
 
+class _Statements:
+    """The round's statements, built once per dialect (building an upsert costs more than
+    running it) with bound parameters."""
+
+    def __init__(self, conn: Connection):
+        insert = _insert(conn)
+        lock = insert(SCOPES).values(scope=bindparam("scope"))
+        self.lock = lock.on_conflict_do_update(
+            index_elements=["scope"], set_={"scope": lock.excluded.scope}
+        ).returning(SCOPES.c.rpm_level, SCOPES.c.rpm_at, SCOPES.c.tpm_level, SCOPES.c.tpm_at)
+        self.leases = select(LEASES).where(LEASES.c.scope == bindparam("scope"))
+        self.windows = select(WINDOWS).where(WINDOWS.c.scope == bindparam("scope"))
+        self.expire = delete(LEASES).where(
+            LEASES.c.scope == bindparam("scope"), LEASES.c.expires_at < bindparam("now")
+        )
+        self.buckets = (
+            update(SCOPES)
+            .where(SCOPES.c.scope == bindparam("key"))
+            .values({c: bindparam(c) for c in ("rpm_level", "rpm_at", "tpm_level", "tpm_at")})
+        )
+        self.save_windows = insert_or_update(conn, WINDOWS, ["scope", "model"], list(WINDOW_FIELDS))
+        self.save_leases = insert_or_update(
+            conn,
+            LEASES,
+            ["scope", "holder", "model"],
+            ["requests", "tokens", "waiting", "expires_at"],
+        )
+        self.drop_leases = delete(LEASES).where(
+            LEASES.c.scope == bindparam("scope"),
+            LEASES.c.holder == bindparam("holder"),
+            LEASES.c.model.in_(bindparam("models", expanding=True)),
+        )
+
+
+_BUCKET_COLUMNS = ("rpm_level", "rpm_at", "tpm_level", "tpm_at")
+
+
+class _Before:
+    """What a round read, to write back only what it changed."""
+
+    def __init__(self, state: ScopeState, holder: str):
+        self.buckets = (state.rpm.level, state.rpm.at, state.tpm.level, state.tpm.at)
+        self.windows = {m: dict(vars(w)) for m, w in state.windows.items()}
+        self.leases = {
+            m: {"scope": state.scope, **vars(lease)} for m, lease in state.own(holder).items()
+        }
+
+
 class QuotaStore:
     def __init__(self, db: DatabaseConnection):
         self.db = db
+        self._statements: _Statements | None = None
 
     @contextmanager
     def locked(self, scope: str, holder: str, now: float) -> Iterator[ScopeState]:
-        """The scope's state under its lock; on a clean exit, the buckets, the windows the
-        caller touched (`state.window(model)`) and `holder`'s leases are written back in the
-        same transaction."""
+        """The scope's state under its lock; on a clean exit, what changed of the buckets, of
+        the windows the caller touched (`state.window(model)`) and of `holder`'s leases is
+        written back in the same transaction."""
         with self.db.engine.begin() as conn:
+            if self._statements is None:
+                self._statements = _Statements(conn)
             state = self._load(conn, scope, now)
-            before = {m: lease.expires_at for m, lease in state.own(holder).items()}
+            before = _Before(state, holder)
             yield state
             self._save(conn, state, holder, before)
 
     def _load(self, conn: Connection, scope: str, now: float) -> ScopeState:
-        lock = (
-            _insert(conn)(SCOPES)
-            .values(scope=scope)
-            .on_conflict_do_update(index_elements=["scope"], set_={"scope": scope})
-            .returning(SCOPES.c.rpm_level, SCOPES.c.rpm_at, SCOPES.c.tpm_level, SCOPES.c.tpm_at)
-        )
-        rpm_level, rpm_at, tpm_level, tpm_at = conn.execute(lock).one()
-        conn.execute(delete(LEASES).where(LEASES.c.scope == scope, LEASES.c.expires_at < now))
+        sql = self._statements
+        rpm_level, rpm_at, tpm_level, tpm_at = conn.execute(sql.lock, {"scope": scope}).one()
         leases = [
             LeaseRow(r.holder, r.model, r.requests, r.tokens, r.waiting, r.expires_at)
-            for r in conn.execute(select(LEASES).where(LEASES.c.scope == scope))
+            for r in conn.execute(sql.leases, {"scope": scope})
         ]
+        if any(lease.expires_at < now for lease in leases):  # their holders stopped renewing
+            conn.execute(sql.expire, {"scope": scope, "now": now})
+            leases = [lease for lease in leases if lease.expires_at >= now]
         windows = {
             r.model: WindowRow(*(getattr(r, name) for name in WINDOW_FIELDS))
-            for r in conn.execute(select(WINDOWS).where(WINDOWS.c.scope == scope))
+            for r in conn.execute(sql.windows, {"scope": scope})
         }
         return ScopeState(
             scope, Bucket(rpm_level, rpm_at), Bucket(tpm_level, tpm_at), windows, leases
         )
 
-    def _save(
-        self, conn: Connection, state: ScopeState, holder: str, before: dict[str, float]
-    ) -> None:
-        scope = state.scope
-        conn.execute(
-            update(SCOPES)
-            .where(SCOPES.c.scope == scope)
-            .values(
-                rpm_level=state.rpm.level,
-                rpm_at=state.rpm.at,
-                tpm_level=state.tpm.level,
-                tpm_at=state.tpm.at,
-            )
-        )
-        if state.changed_windows:
-            conn.execute(
-                insert_or_update(conn, WINDOWS, ["scope", "model"], list(WINDOW_FIELDS)),
-                [
-                    {"scope": scope, "model": m, **vars(state.windows[m])}
-                    for m in sorted(state.changed_windows)
-                ],
-            )
+    def _save(self, conn: Connection, state: ScopeState, holder: str, before: _Before) -> None:
+        sql, scope = self._statements, state.scope
+        buckets = (state.rpm.level, state.rpm.at, state.tpm.level, state.tpm.at)
+        if buckets != before.buckets:
+            conn.execute(sql.buckets, dict(zip(_BUCKET_COLUMNS, buckets, strict=True), key=scope))
+        windows = [
+            {"scope": scope, "model": m, **vars(state.windows[m])}
+            for m in sorted(state.changed_windows)
+            if vars(state.windows[m]) != before.windows.get(m)
+        ]
+        if windows:
+            conn.execute(sql.save_windows, windows)
         own = state.own(holder)
-        live = [lease for lease in own.values() if lease.requests > 0 or lease.waiting > 0]
-        gone = [m for m in before.keys() | own.keys() if m not in {x.model for x in live}]
+        live = {m: lease for m, lease in own.items() if lease.requests > 0 or lease.waiting > 0}
+        gone = sorted((before.leases.keys() | own.keys()) - live.keys())
         if gone:
-            conn.execute(
-                delete(LEASES).where(
-                    LEASES.c.scope == scope,
-                    LEASES.c.holder == holder,
-                    LEASES.c.model.in_(gone),
-                )
-            )
-        if live:
-            conn.execute(
-                insert_or_update(
-                    conn,
-                    LEASES,
-                    ["scope", "holder", "model"],
-                    ["requests", "tokens", "waiting", "expires_at"],
-                ),
-                [{"scope": scope, **vars(lease)} for lease in live],
-            )
+            conn.execute(sql.drop_leases, {"scope": scope, "holder": holder, "models": gone})
+        rows = [{"scope": scope, **vars(lease)} for lease in live.values()]
+        if rows and [r for r in rows if before.leases.get(r["model"]) != r]:
+            conn.execute(sql.save_leases, rows)
 
     # --- reading, for reports and tests --------------------------------------------------------
 
@@ -176,8 +201,3 @@ class QuotaStore:
                 for r in conn.execute(select(LEASES).where(LEASES.c.scope == scope))
             ]
         return windows, leases
-
-    def forget_holder(self, scope: str, holder: str) -> None:
-        """Drop every lease of `holder` (a limiter that closed with nothing in flight)."""
-        with self.db.engine.begin() as conn:
-            conn.execute(delete(LEASES).where(LEASES.c.scope == scope, LEASES.c.holder == holder))

@@ -64,12 +64,15 @@ def answer_pages(db: DatabaseConnection, run_group_id: int) -> Iterator[list[tup
 
 
 def _embedder(db: DatabaseConnection, ps: PromptSet, embedders: Embedders) -> EmbeddingService:
-    # Truncated to the model's input limit: an answer longer than that is still embedded.
+    # Truncated to the model's input limit: an answer longer than that is still embedded. An
+    # in-process cache of a few pages: answers repeated further apart are found in the
+    # database (one query per page), and the memory does not grow with the run.
     return embedders.create_service(
         db,
         provider=ps.embed.provider or embedders.provider,
         model=ps.embed.model or embedders.model,
         truncate=True,
+        cache_size=4 * PAGE,
     )
 
 

@@ -411,6 +411,8 @@ class SharedProviderLimits:
 
     async def _broker(self) -> None:
         while self._waiters or self._releases or self._holding:
+            # One turn of the event loop first: answers that arrived together share the round.
+            await asyncio.sleep(0)
             self._wake.clear()
             waiters = list(self._waiters)
             releases, self._releases = self._releases, []
