@@ -158,3 +158,12 @@ analytics_automation = dg.AutomationConditionSensorDefinition(
     default_status=RUNNING,
     minimum_interval_seconds=30,
 )
+
+# The variation assets' condition (eager, per prompt-set partition): measured after each new
+# run of a set, in a run of their own so that study_job stays as short as before.
+variation_automation = dg.AutomationConditionSensorDefinition(
+    "variation_automation",
+    target=dg.AssetSelection.groups("variation"),
+    default_status=RUNNING,
+    minimum_interval_seconds=30,
+)

@@ -71,20 +71,28 @@ def cmd_materialize(_args) -> int:
     known = set(instance.get_dynamic_partitions("prompt_sets"))
     instance.add_dynamic_partitions("prompt_sets", [n for n in valid if n not in known])
     ok = not errors
-    job = defs.resolve_job_def("study_job")
+    jobs = [defs.resolve_job_def("study_job"), defs.resolve_job_def("variation_job")]
     for name in valid:
-        result = job.execute_in_process(partition_key=name, instance=instance, raise_on_error=False)
+        results = []
+        for job in jobs:  # the variation of a run only once the run succeeded
+            results.append(
+                job.execute_in_process(partition_key=name, instance=instance, raise_on_error=False)
+            )
+            if not results[-1].success:
+                break
+        result = results[0]
+        evaluations = [c for r in results for c in r.get_asset_check_evaluations()]
         failed = [
             c.check_name
-            for c in result.get_asset_check_evaluations()
+            for c in evaluations
             if not c.passed and c.severity == dg.AssetCheckSeverity.ERROR
         ]
         warned = [
             c.check_name
-            for c in result.get_asset_check_evaluations()
+            for c in evaluations
             if not c.passed and c.severity == dg.AssetCheckSeverity.WARN
         ]
-        status = "OK" if result.success and not failed else "FAILED"
+        status = "OK" if all(r.success for r in results) and not failed else "FAILED"
         ok = ok and status == "OK"
         extra = (f"; failed checks: {', '.join(failed)}" if failed else "") + (
             f"; warnings: {', '.join(warned)}" if warned else ""

@@ -22,6 +22,7 @@ from .assets.inference import (
 )
 from .assets.migration import MIGRATION_CHECKS, legacy_inference_runs, migrated_raw_calls
 from .assets.prompts import prompt_set
+from .assets.variation import VARIATION_ASSETS, VARIATION_CHECKS
 from .automation import (
     analytics_automation,
     daily_prompt_sets,
@@ -29,9 +30,10 @@ from .automation import (
     legacy_database_sensor,
     prompt_set_sensor,
     record_failed_runs,
+    variation_automation,
 )
 from .config import get_settings
-from .jobs import adhoc_prompt_job, analytics_job, migration_job, study_job
+from .jobs import adhoc_prompt_job, analytics_job, migration_job, study_job, variation_job
 from .resources import build_resources
 
 defs = dg.Definitions(
@@ -45,6 +47,7 @@ defs = dg.Definitions(
         recent_calls,
         legacy_inference_runs,
         migrated_raw_calls,
+        *VARIATION_ASSETS,
     ],
     asset_checks=[
         *MIGRATION_CHECKS,
@@ -53,9 +56,23 @@ defs = dg.Definitions(
         raw_calls_are_immutable,
         every_response_embedded,
         embedding_dimensions_consistent,
+        *VARIATION_CHECKS,
     ],
-    jobs=[study_job, adhoc_prompt_job, migration_job, analytics_job, prompt_search_job],
-    sensors=[prompt_set_sensor, legacy_database_sensor, record_failed_runs, analytics_automation],
+    jobs=[
+        study_job,
+        variation_job,
+        adhoc_prompt_job,
+        migration_job,
+        analytics_job,
+        prompt_search_job,
+    ],
+    sensors=[
+        prompt_set_sensor,
+        legacy_database_sensor,
+        record_failed_runs,
+        analytics_automation,
+        variation_automation,
+    ],
     schedules=[daily_prompt_sets, hourly_prompt_sets],
     resources=build_resources(get_settings()),
 )

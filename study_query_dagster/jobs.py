@@ -50,6 +50,16 @@ study_job = dg.define_asset_job(
 )
 
 
+# The variation assets also refresh by themselves after each run (variation_automation); this
+# job measures a set's newest run on demand, and `make materialize` runs it after study_job.
+variation_job = dg.define_asset_job(
+    "variation_job",
+    selection=dg.AssetSelection.groups("variation"),
+    description="answer_equivalence_classes -> sample_dispersion, cross_target_agreement, "
+    "answer_drift (with their checks) on the newest run of one prompt set.",
+)
+
+
 migration_job = dg.define_asset_job(
     "migration_job",
     selection=dg.AssetSelection.assets(migrated_raw_calls),

@@ -15,40 +15,58 @@ from .models_v2 import (
     MigrationQuarantine,
     RawCall,
     RunFailure,
+    VariationResult,
 )
 from .queries import CallFilter
 from .quota_store import QuotaStore
 from .raw_calls import RawCallRepository, probe_append_only, validate_raw_call
 from .run_calls import RunCallsRepository
 from .run_failures import RunFailureRepository
+from .semantic_clusters import (
+    REPRESENTATIVE,
+    SEMANTIC_CLUSTER,
+    ClusterSpec,
+    SemanticClusterRepository,
+    StoredCluster,
+)
 from .statistics import StatisticsRepository
+from .variation_results import HistoryPoint, VariationResultRepository, validate_result
 from .vector_store import StoredEmbedding, StoredVector, VectorStore, validate_embedding
 
 __all__ = [
     "CALL_STATUSES",
     "CallArtifact",
     "CallFilter",
+    "ClusterSpec",
     "DatabaseConnection",
     "EmbeddingVector",
     "Group",
     "GroupMember",
     "GroupRepository",
+    "HistoryPoint",
     "InferenceRepository",
     "InferenceRun",
     "MigrationLedger",
     "MigrationQuarantine",
     "QuotaStore",
+    "REPRESENTATIVE",
     "RawCall",
     "RawCallRepository",
     "RunCallsRepository",
     "RunFailure",
     "RunFailureRepository",
+    "SEMANTIC_CLUSTER",
+    "SemanticClusterRepository",
     "StatisticsRepository",
+    "StoredCluster",
     "StoredEmbedding",
     "StoredVector",
+    "VariationResult",
+    "VariationResultRepository",
     "VectorStore",
     "normalize_url",
     "probe_append_only",
     "validate_embedding",
     "validate_raw_call",
+    "validate_result",
 ]

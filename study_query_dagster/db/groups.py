@@ -125,17 +125,24 @@ class GroupRepository(Repository):
         stmt = select(func.max(GroupMember.position)).where(GroupMember.group_id == group_id)
         return self.session.scalar(stmt) or 0
 
-    def newest_group(self, group_type: str, name_prefix: str) -> Group | None:
-        """The most recently created group of this type whose name starts with the prefix."""
-        stmt = (
-            select(Group)
-            .where(
-                Group.group_type == group_type, Group.name.startswith(name_prefix, autoescape=True)
-            )
-            .order_by(Group.id.desc())
-            .limit(1)
+    def newest_group(
+        self, group_type: str, name_prefix: str, *, before_id: int | None = None
+    ) -> Group | None:
+        """The most recently created group of this type whose name starts with the prefix
+        (with `before_id`, the newest created before that group)."""
+        stmt = select(Group).where(
+            Group.group_type == group_type, Group.name.startswith(name_prefix, autoescape=True)
         )
-        return self.session.scalars(stmt).first()
+        if before_id is not None:
+            stmt = stmt.where(Group.id < before_id)
+        return self.session.scalars(stmt.order_by(Group.id.desc()).limit(1)).first()
+
+    def count_groups(self, group_type: str, name_prefix: str) -> int:
+        """How many groups of this type have a name starting with the prefix."""
+        stmt = select(func.count()).where(
+            Group.group_type == group_type, Group.name.startswith(name_prefix, autoescape=True)
+        )
+        return self.session.scalar(stmt) or 0
 
     def update_group(
         self, group_id: int, *, description: str | None = None, metadata_json: dict | None = None

@@ -186,3 +186,35 @@ class RunFailure(Base):
     failed_at: Mapped[datetime] = mapped_column(
         UTCDateTime(), nullable=False, default=utcnow, index=True
     )
+
+
+class VariationResult(Base):
+    """One answer-variation metric value (services/variation): per cell (run, prompt, target),
+    per prompt and pair of targets (`other` = the second target), or per cell between a run and
+    its baseline (`other` = the baseline run group's name). Append-only like raw_calls (triggers
+    of revision 0005): a recomputation adds rows, and readers take the newest per key."""
+
+    __tablename__ = "variation_results"
+    __table_args__ = (
+        CheckConstraint("n >= 1", name="n_positive"),
+        Index("ix_variation_results_run_strategy_metric", "run_group_id", "strategy_key", "metric"),
+        Index("ix_variation_results_prompt_set_metric", "prompt_set", "metric"),
+    )
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    run_group_id: Mapped[int] = mapped_column(ForeignKey("groups.id"), nullable=False)
+    prompt_set: Mapped[str] = mapped_column(String(64), nullable=False)
+    prompt_id: Mapped[str] = mapped_column(String(100), nullable=False)
+    target: Mapped[str] = mapped_column(String(100), nullable=False)
+    other: Mapped[str | None] = mapped_column(String(255))
+    metric: Mapped[str] = mapped_column(String(64), nullable=False)
+    value: Mapped[float] = mapped_column(Float, nullable=False)
+    n: Mapped[int] = mapped_column(Integer, nullable=False)
+    n_other: Mapped[int | None] = mapped_column(Integer)
+    strategy: Mapped[str] = mapped_column(String(32), nullable=False)
+    # strategy + a hash of its settings (embedder, model, threshold): which results belong
+    # together; the settings themselves are in settings_json.
+    strategy_key: Mapped[str] = mapped_column(String(64), nullable=False)
+    settings_json: Mapped[dict | None] = mapped_column(JSONType)
+    method_version: Mapped[str] = mapped_column(String(16), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)

@@ -1,7 +1,9 @@
 """`OfflineProvider`: no network, deterministic replies — dry runs, demos and failure drills.
 
 The reply is derived from the whole request (messages, params, sample index) and starts with
-"[offline]", so nobody mistakes it for a model's answer. Token counts are whitespace words.
+"[offline]", so nobody mistakes it for a model's answer — unless the request scripts it:
+`offline_answers` gives exact answer quotas by sample index (known-answer tests of the
+variation metrics). Token counts are whitespace words.
 Optional simulated latency and failures are deterministic too: each is drawn from a generator
 seeded by the request and by how many times this provider has seen that request, so a drill
 replays identically and a retried request can succeed where its first attempt failed.
@@ -44,6 +46,31 @@ _FAILURES = {
 
 def words(text: str) -> int:
     return len(text.split())
+
+
+# Scripted mode: params["offline_answers"] = {answer: count, ...} (one prompt's quota, see
+# services/prompt_sets/scripting.py) makes the reply the scripted answer of the sample.
+SCRIPT_PARAM = "offline_answers"
+
+
+def scripted_answer(quota: Any, sample_index: int | None) -> str:
+    """Sample i's answer: position i (0 when None) in the quota's answers repeated by their
+    counts, in the order written, cycling past the end: ten samples of {Canberra: 7, Sydney: 3}
+    are exactly seven "Canberra" then three "Sydney"."""
+    if (
+        not isinstance(quota, dict)
+        or not quota
+        or not all(isinstance(a, str) and isinstance(c, int) and c > 0 for a, c in quota.items())
+    ):
+        raise ValueError(
+            f"offline: {SCRIPT_PARAM} must map answers to positive counts (got {quota!r})"
+        )
+    position = (sample_index or 0) % sum(quota.values())
+    for answer, count in quota.items():
+        if position < count:
+            return answer
+        position -= count
+    raise AssertionError("unreachable: position < total")
 
 
 class OfflineProvider(BaseLLMProvider):
@@ -161,12 +188,15 @@ def _reply(
             "function": {"name": tool["name"], "arguments": _arguments(tool, _text(last))},
         }
         return {"role": "assistant", "content": None, "tool_calls": [call]}, "tool_calls"
-    if last.get("role") == "tool":
+    quota = params.get(SCRIPT_PARAM)
+    if quota is not None:  # scripted answers: exact shares across a cell's samples
+        text = scripted_answer(quota, sample_index)
+    elif last.get("role") == "tool":
         text = f"[offline] reply {digest[:8]} to tool result: {_text(last)[:500]}"
     else:
         last_user = next((_text(m) for m in reversed(chat) if m.get("role") == "user"), "")
         text = f"[offline] reply {digest[:8]} to: {last_user[:500]}"
-    if sample_index is not None:
+    if sample_index is not None and quota is None:
         text += f" (sample {sample_index})"
     finish = "stop"
     max_tokens = params.get("max_tokens") or params.get("max_completion_tokens")

@@ -31,14 +31,14 @@ def markdown_image(png: bytes, alt: str = "chart") -> str:
     return f"![{alt}]({png_data_uri(png)})"
 
 
-def _render(figure: Figure) -> bytes:
+def render_png(figure: Figure) -> bytes:
     FigureCanvasAgg(figure)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=DPI)
     return buffer.getvalue()
 
 
-def _no_data(figure: Figure, ax, title: str) -> None:
+def no_data(figure: Figure, ax, title: str) -> None:
     ax.set_title(title)
     ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
     ax.set_xticks([])
@@ -58,12 +58,12 @@ def bar_chart(
     figure = Figure(figsize=size, layout="constrained")
     ax = figure.add_subplot()
     if not labels or not series:
-        _no_data(figure, ax, title)
-        return _render(figure)
+        no_data(figure, ax, title)
+        return render_png(figure)
     _draw_bars(ax, labels, series)
     ax.set_title(title)
     ax.set_ylabel(ylabel)
-    return _render(figure)
+    return render_png(figure)
 
 
 def _draw_bars(ax, labels: Sequence[str], series: Mapping[str, Sequence[float | None]]) -> None:
@@ -94,9 +94,9 @@ def provider_comparison_chart(comparison: pd.DataFrame) -> bytes:
     figure = Figure(figsize=(10, 4.5), layout="constrained")
     latency_ax, cost_ax = figure.subplots(1, 2)
     if comparison.empty:
-        _no_data(figure, latency_ax, "Latency per model")
-        _no_data(figure, cost_ax, "Estimated cost per model")
-        return _render(figure)
+        no_data(figure, latency_ax, "Latency per model")
+        no_data(figure, cost_ax, "Estimated cost per model")
+        return render_png(figure)
     labels = model_labels(comparison)
     _draw_bars(
         latency_ax,
@@ -111,7 +111,7 @@ def provider_comparison_chart(comparison: pd.DataFrame) -> bytes:
     _draw_bars(cost_ax, labels, {"cost": _values(comparison["estimated_cost_usd"])})
     cost_ax.set_title("Estimated cost per model")
     cost_ax.set_ylabel("USD")
-    return _render(figure)
+    return render_png(figure)
 
 
 def time_series_chart(
@@ -122,8 +122,8 @@ def time_series_chart(
     ax = figure.add_subplot()
     title = title or f"{metric} over time"
     if series.empty:
-        _no_data(figure, ax, title)
-        return _render(figure)
+        no_data(figure, ax, title)
+        return render_png(figure)
     if metric not in series:
         raise ValueError(f"time series has no column {metric!r} (has {list(series.columns)})")
     # (bucket, provider) is unique in the service output; a gap (NaN) breaks the line.
@@ -135,7 +135,7 @@ def time_series_chart(
     ax.set_ylabel(metric)
     ax.legend(fontsize=8)
     figure.autofmt_xdate()
-    return _render(figure)
+    return render_png(figure)
 
 
 def _values(column: pd.Series) -> list[float | None]:

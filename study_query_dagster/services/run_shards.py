@@ -211,7 +211,8 @@ async def run_shard(
             yield {
                 "messages": item.messages,
                 "sample_index": item.sample_index,
-                "params": item.params,  # per item: samples may differ in seed
+                # Per item: samples differ in seed, scripted answers per prompt.
+                "params": item.params,
                 "position": first + rank,
                 "extra_metadata": {
                     "item_key": item.key,

@@ -185,7 +185,12 @@ def plan_run(
         run_group_id = existing.id
     else:
         with db.session_scope() as session:
-            run_group_id = GroupRepository(session).get_or_create_group(
+            repo = GroupRepository(session)
+            # The n-th run of a set sends the n-th script of scripted offline answers; the run
+            # keeps the resolved copy, so resuming it and its checks see the same script.
+            run_number = repo.count_groups(RUN_GROUP, f"{prompt_set_name}/") + 1
+            ps = stored.prompt_set.for_run(run_number)
+            run_group_id = repo.get_or_create_group(
                 RUN_GROUP,
                 group_name,
                 description=f"Dagster run {root_run_id} of prompt set {prompt_set_name}",
@@ -194,7 +199,8 @@ def plan_run(
                     "content_hash": stored.content_hash,
                     "root_run_id": root_run_id,
                     "prompt_set_group_id": stored.group_id,
-                    "content": stored.prompt_set.model_dump(mode="json", exclude_defaults=True),
+                    "run_number": run_number,
+                    "content": ps.model_dump(mode="json", exclude_defaults=True),
                 },
             )
     return RunPlan(ps, run_group_id, plan_shards(db, ps, run_group_id, stored.group_id))

@@ -10,7 +10,8 @@ from study_query_dagster.db import DatabaseConnection, GroupRepository, RawCallR
 from study_query_dagster.db.base import Base
 
 TABLES = {"raw_calls", "call_artifacts", "embedding_vectors", "groups", "group_members",
-          "migration_ledger", "migration_quarantine", "run_failures"}  # fmt: skip
+          "migration_ledger", "migration_quarantine", "run_failures",
+          "variation_results"}  # fmt: skip
 
 
 def alembic_head() -> str:

@@ -71,3 +71,24 @@ def test_bad_drill_settings_are_refused():
         OfflineProvider(failure_rate=1.5)
     with pytest.raises(ValueError, match="failure_kinds"):
         OfflineProvider(failure_kinds=("meteor",))
+
+
+async def test_scripted_answers_follow_the_quota_by_sample_index():
+    provider = OfflineProvider()
+    quota = {"Canberra": 7, "Sydney": 3}
+    answers = [
+        (await provider.complete("capital?", sample_index=i, offline_answers=quota)).text
+        for i in range(10)
+    ]
+    assert answers == ["Canberra"] * 7 + ["Sydney"] * 3
+    again = await provider.complete("capital?", sample_index=10, offline_answers=quota)
+    assert again.text == "Canberra"  # past the quota: it cycles
+    first = await provider.complete("capital?", offline_answers=quota)
+    assert first.text == "Canberra" and first.finish_reason == "stop"
+    assert first.completion_tokens == 1
+
+
+@pytest.mark.parametrize("quota", [{}, {"Canberra": 0}, ["Canberra"], {"Canberra": "7"}])
+async def test_malformed_scripts_are_refused(quota):
+    with pytest.raises(ValueError, match="offline_answers must map answers to positive counts"):
+        await OfflineProvider().complete("q", offline_answers=quota)

@@ -41,11 +41,11 @@ def load_text(tmp_path, text, name="set.yaml"):
 def test_shipped_samples_load_and_run_offline():
     valid, errors = discover_prompt_sets(SAMPLES)
     assert errors == {}
-    assert set(valid) == {"capitals", "country_facts", "follow-ups"}
+    assert set(valid) == {"capitals", "country_facts", "follow-ups", *VARIATION_SAMPLES}
     for loaded in valid.values():
         prompt_set = loaded.prompt_set
         assert {t.provider for t in prompt_set.targets} == {"offline"}
-        assert 1 <= prompt_set.expected_calls <= 50  # small: tens of calls
+        assert 1 <= prompt_set.expected_calls <= 60  # small: tens of calls
         assert estimate_max_cost(prompt_set).total == 0.0
         assert len(loaded.content_hash) == 64
 
@@ -55,6 +55,26 @@ def test_shipped_samples_load_and_run_offline():
     assert all(p.kind == "text" for p in capitals.prompts)
     assert {p.kind for p in valid["country_facts"].prompt_set.prompts} == {"vars"}
     assert {p.kind for p in valid["follow-ups"].prompt_set.prompts} == {"messages"}
+
+
+VARIATION_SAMPLES = ("variation_stable", "variation_noisy", "variation_disagree", "variation_drift")
+
+
+def test_variation_samples_script_every_answer():
+    """Each item of the variation samples has a scripted answer (their metrics are known), and
+    the drift sample scripts a change from its first run to its second."""
+    valid, _ = discover_prompt_sets(SAMPLES)
+    for name in VARIATION_SAMPLES:
+        prompt_set = valid[name].prompt_set
+        assert prompt_set.samples >= 10  # enough to test drift (see docs/VARIATION.md)
+        assert all("offline_answers" in item.params for item in prompt_set.work_items())
+    drift = valid["variation_drift"].prompt_set
+    first, second = (
+        {i.key: i.params["offline_answers"] for i in drift.for_run(n).work_items()} for n in (1, 2)
+    )
+    assert first["capital/drifting/0"] == {"Canberra": 10}
+    assert second["capital/drifting/0"] == {"Sydney": 7, "Canberra": 3}
+    assert first["boiling/drifting/0"] == second["boiling/drifting/0"] == {"100": 10}
 
 
 EXAMPLE_FILES = sorted(EXAMPLES.glob("*.example"))

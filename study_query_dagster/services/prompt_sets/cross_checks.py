@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from ..request_identity import canonical_json
+from . import scripting
 from .errors import Loc
 from .templates import render_template, template_fields
 
@@ -18,10 +19,13 @@ def cross_check(
     template: str | None,
     prompts: Iterable[tuple[int, Prompt]],
     targets: Iterable[tuple[int, Target]],
+    samples: int | None = None,
 ) -> list[tuple[Loc, str]]:
-    """Checks that span items: duplicates, and template variables. Takes (index, item) pairs so
-    the loader can run it on the items that validated when others did not."""
+    """Checks that span items: duplicates, template variables, and scripted offline answers
+    against the prompt ids and `samples` (when known). Takes (index, item) pairs so the loader
+    can run it on the items that validated when others did not."""
     issues: list[tuple[Loc, str]] = []
+    prompts = list(prompts)
     # value -> index of the first item with it; setdefault returns that index for a repeat.
     first_id: dict[str, int] = {}
     for i, prompt in prompts:
@@ -42,6 +46,11 @@ def cross_check(
         if earlier != i:
             message = f"duplicate label {target.label!r} (first used by targets[{earlier}])"
             issues.append((("targets", i, "label"), message))
+    if samples is not None:
+        ids = [prompt.id for _, prompt in prompts]
+        for i, target in targets:
+            where = ("targets", i, "params", scripting.PARAM)
+            issues += scripting.script_problems(target.params.offline_answers, ids, samples, where)
     first_target: dict[str, int] = {}
     for i, target in targets:
         fingerprint = canonical_json(target.model_dump(exclude={"label"}))

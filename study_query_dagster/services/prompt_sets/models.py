@@ -25,9 +25,11 @@ from pydantic import (
 
 from ...providers.registry import CHAT_PROVIDERS, EMBEDDING_PROVIDERS
 from .. import request_identity
+from . import scripting
 from .cross_checks import cross_check
 from .errors import FieldError, format_loc
 from .templates import render_template, template_fields
+from .variation import VariationConfig
 
 # The providers a target (PROVIDERS) or `embed:` (EMBED_PROVIDERS) may name: the registry's rows.
 PROVIDERS: tuple[str, ...] = CHAT_PROVIDERS
@@ -176,6 +178,10 @@ class TargetParams(_Strict):
     logprobs: bool | None = None
     top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
 
+    # Offline targets only: scripted answer quotas (see scripting.py); resolved per run and
+    # per prompt, so they are not part of `as_dict()` but of each work item's params.
+    offline_answers: Annotated[Any, BeforeValidator(scripting.parse_offline_answers)] = None
+
     @model_validator(mode="after")
     def _consistent(self) -> TargetParams:
         if self.tools is not None:
@@ -197,7 +203,7 @@ class TargetParams(_Strict):
         return self
 
     def as_dict(self) -> dict[str, Any]:
-        return self.model_dump(exclude_none=True)
+        return self.model_dump(exclude_none=True, exclude={scripting.PARAM})
 
 
 ALLOWED_PARAMS = tuple(sorted(TargetParams.model_fields))
@@ -220,6 +226,12 @@ class Target(_Strict):
         if self.model is None and self.deployment is None:
             wanted = "'deployment' (or 'model')" if self.provider == "azure" else "'model'"
             raise FieldError("model", f"a {self.provider} target needs {wanted}")
+        if self.params.offline_answers is not None and self.provider != "offline":
+            raise FieldError(
+                f"params.{scripting.PARAM}",
+                f"scripted answers are for provider offline only ({self.provider} answers "
+                "for itself)",
+            )
         return self
 
     @property
@@ -283,6 +295,7 @@ class PromptSet(_Strict):
     cache: bool = False
     schedule: Schedule = "none"
     tags: list[NonEmptyStr] = Field(default_factory=list)
+    variation: VariationConfig = Field(default_factory=VariationConfig)
     # Split the run's calls into this many steps (contiguous slices of the items), which the
     # executor may run at once on different workers; each resumes on its own.
     shards: int = Field(1, ge=1, le=MAX_SHARDS)
@@ -299,9 +312,17 @@ class PromptSet(_Strict):
     @model_validator(mode="after")
     def _consistent(self, info: ValidationInfo) -> PromptSet:
         self._labels = resolve_labels(self.targets)
+        if self.variation.strategy == "embedding" and not self.embed.enabled:
+            raise FieldError(
+                "variation.strategy",
+                "the embedding strategy compares the answers' embeddings: set 'embed: on' (or"
+                " use strategy exact)",
+            )
         if info.context and info.context.get(DEFER_CROSS_CHECKS):
             return self  # the loader runs them itself, to report each with its line
-        issues = cross_check(self.template, enumerate(self.prompts), enumerate(self.targets))
+        issues = cross_check(
+            self.template, enumerate(self.prompts), enumerate(self.targets), self.samples
+        )
         if issues:
             raise ValueError("; ".join(f"{format_loc(loc)}: {msg}" for loc, msg in issues))
         return self
@@ -343,6 +364,24 @@ class PromptSet(_Strict):
             return render_template(self.template or "", prompt.vars)
         return None
 
+    def for_run(self, run_number: int) -> PromptSet:
+        """The set as its `run_number`-th run (1-based) sends it: each target's scripted
+        offline answers narrowed to that run's script (the set itself when nothing is
+        scripted per run)."""
+        targets = [
+            t.model_copy(
+                update={
+                    "params": t.params.model_copy(
+                        update={
+                            scripting.PARAM: scripting.for_run(t.params.offline_answers, run_number)
+                        }
+                    )
+                }
+            )
+            for t in self.targets
+        ]
+        return self.model_copy(update={"targets": targets})
+
     def iter_work_items(
         self, start: int = 0, stop: int | None = None, *, target: str | None = None
     ) -> Iterator[WorkItem]:
@@ -363,6 +402,11 @@ class PromptSet(_Strict):
                     index += self.samples
                     continue
                 params = target_spec.params.as_dict()
+                # A set not resolved for a run (previews, cost) shows its first run's script.
+                script = scripting.for_run(target_spec.params.offline_answers, 1)
+                quota = scripting.quota_for(script, prompt.id)
+                if quota is not None:
+                    params[scripting.PARAM] = dict(quota)
                 for sample in range(self.samples):
                     if index < start or index >= stop:
                         index += 1

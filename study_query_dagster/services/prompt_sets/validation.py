@@ -23,6 +23,7 @@ from .models import (
     TargetParams,
 )
 from .parsing import locate
+from .variation import VariationConfig
 
 
 def validate(data: Any, root: yaml.Node | None, source: str) -> PromptSet:
@@ -59,7 +60,11 @@ def validate(data: Any, root: yaml.Node | None, source: str) -> PromptSet:
         template = raw if isinstance(raw, str) else (None if raw is None else "")
         prompts = _valid_items(data.get("prompts"), Prompt)
         targets = _valid_items(data.get("targets"), Target)
-    problems.extend(problem(loc, msg) for loc, msg in cross_check(template, prompts, targets))
+    samples = prompt_set.samples if prompt_set is not None else data.get("samples")
+    if not isinstance(samples, int) or isinstance(samples, bool):
+        samples = None  # a wrong `samples` is already reported; quotas cannot be checked
+    issues = cross_check(template, prompts, targets, samples)
+    problems.extend(problem(loc, msg) for loc, msg in issues)
 
     if problems:
         problems.sort(key=lambda p: (p.line or 0, p.column or 0, p.field))
@@ -126,6 +131,7 @@ def _model_at(model: type[BaseModel], loc: Loc) -> type[BaseModel] | None:
         (PromptSet, "embed"): EmbedConfig,
         (Prompt, "messages"): ChatMessage,
         (Target, "params"): TargetParams,
+        (PromptSet, "variation"): VariationConfig,
     }
     current: type[BaseModel] | None = model
     for part in loc:
