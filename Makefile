@@ -9,7 +9,7 @@ DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: run test test-busy bench lint materialize init clean
+.PHONY: run test test-busy bench lint materialize init clean chromium redis
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -40,14 +40,22 @@ chromium:
 		|| echo "warning: could not install chromium; the UI test will be skipped"; \
 	fi
 
+# Redis (Debian's redis-server) is the Celery broker of the scale-out test, which starts and
+# stops its own server; installed where we can (root + apt), else that test is skipped.
+redis:
+	@if ! command -v redis-server >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null) \
+		|| echo "warning: could not install redis-server; the Celery scale-out test will be skipped"; \
+	fi
+
 # Two pytest workers (xdist) by default; `make test PYTEST_WORKERS=0` runs in one process.
 PYTEST_WORKERS ?= 2
 
-test: $(DEV_STAMP) chromium
+test: $(DEV_STAMP) chromium redis
 	$(PY) -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 # The same suite beside two CPU-burning processes: no test may depend on timing or load.
-test-busy: $(DEV_STAMP) chromium
+test-busy: $(DEV_STAMP) chromium redis
 	$(PY) -m tests.support.busy --burners 2 -- $(PY) -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 bench: $(DEV_STAMP)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from dotenv import load_dotenv
-from pydantic import Field, SecretStr, create_model
+from pydantic import Field, SecretStr, create_model, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .providers.registry import DEFAULT_MAX_CONCURRENCY, LIMITS, PROVIDERS
@@ -36,11 +36,6 @@ class CoreSettings(BaseSettings):
     prompt_sets_dir: Path = Field(Path("prompt_sets"), alias="PROMPT_SETS_DIR")
     exports_dir: Path = Field(DATA_DIR / "exports", alias="EXPORTS_DIR")
     reports_dir: Path = Field(DATA_DIR / "reports", alias="REPORTS_DIR")
-    # How study_job runs its steps: in_process (one process, one after another; the calls are
-    # concurrent inside inference_run) or multiprocess (a process per step).
-    study_job_executor: Literal["in_process", "multiprocess"] = Field(
-        "in_process", alias="STUDY_JOB_EXECUTOR"
-    )
     pricing_file: Path | None = Field(None, alias="PRICING_FILE")
     log_level: str = Field("INFO", alias="LOG_LEVEL")
     # Dagster's instance directory; the CLI creates it (Dagster itself reads the variable).
@@ -58,6 +53,27 @@ class CoreSettings(BaseSettings):
     # Retry-After a server may impose before the next attempt.
     llm_timeout_s: float = Field(60.0, alias="LLM_TIMEOUT_S", gt=0)
     llm_max_retry_after_s: float = Field(60.0, alias="LLM_MAX_RETRY_AFTER_S", ge=0)
+    # Where study_job runs its steps: in_process (one process per run, one step after the
+    # other; the calls are concurrent inside each step), multiprocess (a process per step) or
+    # celery (each step a task on the Celery workers listening on CELERY_BROKER_URL, on any
+    # machine). docs/DEPLOYMENT.md, step 3.
+    study_job_executor: Literal["in_process", "multiprocess", "celery"] = Field(
+        "in_process", alias="STUDY_JOB_EXECUTOR"
+    )
+    celery_broker_url: str | None = Field(None, alias="CELERY_BROKER_URL")
+    celery_backend_url: str | None = Field(None, alias="CELERY_BACKEND_URL")
+    # Provider quotas (concurrency, RPM/TPM, what rate-limit headers say) held for every run
+    # and process through the app database, and how long a crashed process's share outlives it.
+    shared_quotas: bool = Field(True, alias="SHARED_QUOTAS")
+    quota_lease_ttl_s: float = Field(30.0, alias="QUOTA_LEASE_TTL_S", gt=0)
+
+    @model_validator(mode="after")
+    def _celery_needs_a_broker(self):
+        if self.study_job_executor == "celery" and not self.celery_broker_url:
+            raise ValueError(
+                "STUDY_JOB_EXECUTOR=celery needs CELERY_BROKER_URL (e.g. redis://redis:6379/0)"
+            )
+        return self
 
     def environment_name(self, field: str) -> str | None:
         """The variable behind `field` when the process environment holds exactly this value,
@@ -83,7 +99,7 @@ def provider_fields() -> dict[str, Any]:
                 kind = str if variable.default is not None else str | None
             fields[variable.field] = (kind, Field(variable.default, alias=variable.name))
         if row.limits:
-            # Limits per provider, shared by all targets of a run that call it.
+            # Limits per provider, held for every run and process sharing the app database.
             for limit in LIMITS:
                 default = DEFAULT_MAX_CONCURRENCY if limit == "max_concurrency" else None
                 fields[row.limit_field(limit)] = (

@@ -1,5 +1,10 @@
 """Jobs: the study pipeline for one prompt set (and its results alone), migration, analytics,
-and the ad-hoc prompt from the launchpad."""
+and the ad-hoc prompt from the launchpad.
+
+`study_job`'s executor is chosen per deployment (STUDY_JOB_EXECUTOR): in_process by default (a
+run's steps one after another in the run's process; the calls are concurrent inside each
+step), multiprocess, or celery (each step a task for the Celery workers on CELERY_BROKER_URL,
+which may be on other machines; docs/DEPLOYMENT.md)."""
 
 import asyncio
 from typing import Literal
@@ -13,23 +18,40 @@ from .assets.metadata import ident, measure
 from .assets.migration import migrated_raw_calls
 from .assets.prompts import prompt_set
 from .assets.results import study_results
-from .config import get_settings
+from .config import Settings, get_settings
 from .providers import ProviderError
 from .providers.registry import CHAT_PROVIDERS
 from .resources.database import DatabaseResource
 from .resources.providers import LLMProvidersResource
 
-# Run in one process by default: the steps follow one another (the parallelism is inside
-# inference_run), and a process per step costs seconds to start — more than a small run's
-# calls. STUDY_JOB_EXECUTOR=multiprocess restores a process per step.
-EXECUTORS = {"in_process": dg.in_process_executor, "multiprocess": dg.multiprocess_executor}
+
+def _from_environment(settings: Settings, field: str) -> str | dict | None:
+    """Executor config naming the variable when the environment holds the value (so a broker
+    password never appears in the job's config), else the value itself."""
+    name = settings.environment_name(field)
+    return {"env": name} if name else getattr(settings, field)
+
+
+def study_job_executor(settings: Settings) -> dg.ExecutorDefinition:
+    """The executor `settings.study_job_executor` names."""
+    if settings.study_job_executor == "celery":
+        from dagster_celery import celery_executor
+
+        config = {"broker": _from_environment(settings, "celery_broker_url")}
+        if settings.celery_backend_url:
+            config["backend"] = _from_environment(settings, "celery_backend_url")
+        return celery_executor.configured(config, name="celery")
+    if settings.study_job_executor == "multiprocess":
+        return dg.multiprocess_executor
+    return dg.in_process_executor
+
 
 study_job = dg.define_asset_job(
     "study_job",
     selection=dg.AssetSelection.assets(
         prompt_set, inference_run, response_embeddings, study_results
     ),
-    executor_def=EXECUTORS[get_settings().study_job_executor],
+    executor_def=study_job_executor(get_settings()),
     description="prompt_set -> inference_run -> response_embeddings and study_results (with "
     "their checks) for one prompt set.",
 )

@@ -43,12 +43,12 @@ def response_embeddings(
         "dimension": dimension,
         "provider": report.provider,
         "model": report.model,
-        "errors": len(report.errors),
+        "errors": report.failed,
         "run_group_id": ident(report.run_group_id),
     }
-    if report.errors:
+    if report.failed:
         raise dg.Failure(
-            description=f"{len(report.errors)} of {report.answers} answers could not be embedded: "
+            description=f"{report.failed} of {report.answers} answers could not be embedded: "
             + "; ".join(e["error"]["message"] for e in report.errors[:5]),
             metadata=metadata,
         )
@@ -71,14 +71,13 @@ def every_response_embedded(
     coverage = _coverage(context, database, embedding)
     if not coverage.enabled:
         return dg.AssetCheckResult(passed=True, description="embed is off for this set")
-    missing = coverage.missing_call_ids
     return dg.AssetCheckResult(
-        passed=not missing,
-        description=f"{coverage.answers - len(missing)} of {coverage.answers} answers embedded",
+        passed=not coverage.missing,
+        description=f"{coverage.answers - coverage.missing} of {coverage.answers} answers embedded",
         metadata={
             "answers": coverage.answers,
-            "missing": len(missing),
-            "missing_call_ids": dg.MetadataValue.json(missing[:100]),
+            "missing": coverage.missing,
+            "missing_call_ids": dg.MetadataValue.json(coverage.missing_call_ids[:100]),
         },
     )
 
@@ -91,12 +90,12 @@ def embedding_dimensions_consistent(
     coverage = _coverage(context, database, embedding)
     if not coverage.enabled:
         return dg.AssetCheckResult(passed=True, description="embed is off for this set")
-    shapes = {(e.dimension, len(e.vector)) for e in coverage.stored.values()}
+    shapes = coverage.shapes
     dimensions = sorted({d for d, _ in shapes})
     mismatched = sorted(f"{d}!={n}" for d, n in shapes if d != n)
     description = f"dimensions {dimensions}" + (f"; mismatched {mismatched}" if mismatched else "")
     return dg.AssetCheckResult(
         passed=len(dimensions) <= 1 and not mismatched,
         description=description,
-        metadata={"dimensions": str(dimensions), "vectors": len(coverage.stored)},
+        metadata={"dimensions": str(dimensions), "vectors": coverage.answers - coverage.missing},
     )

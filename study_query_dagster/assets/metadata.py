@@ -66,12 +66,16 @@ def table(
     return dg.MetadataValue.table(records, schema=schema)
 
 
-def md_list(items: Iterable[Any], *, limit: int = 50, empty: str = "none") -> dg.MetadataValue:
-    """A markdown bullet list of at most `limit` items, then how many more."""
+def md_list(
+    items: Iterable[Any], *, limit: int = 50, empty: str = "none", total: int | None = None
+) -> dg.MetadataValue:
+    """A markdown bullet list of at most `limit` items, then how many more (of `total`, when
+    `items` are only the first of them)."""
     items = list(items)
+    total = len(items) if total is None else total
     lines = [f"- {item}" for item in items[:limit]]
-    if len(items) > limit:
-        lines.append(f"- … {len(items) - limit} more")
+    if total > min(limit, len(items)):
+        lines.append(f"- … {total - min(limit, len(items))} more")
     return dg.MetadataValue.md("\n".join(lines) or empty)
 
 

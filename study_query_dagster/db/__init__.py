@@ -18,7 +18,9 @@ from .models_v2 import (
     VariationResult,
 )
 from .queries import CallFilter
+from .quota_store import QuotaStore
 from .raw_calls import RawCallRepository, probe_append_only, validate_raw_call
+from .run_calls import RunCallsRepository
 from .run_failures import RunFailureRepository
 from .run_results import CallRow, RunResultsRepository
 from .semantic_clusters import (
@@ -48,9 +50,11 @@ __all__ = [
     "InferenceRun",
     "MigrationLedger",
     "MigrationQuarantine",
+    "QuotaStore",
     "REPRESENTATIVE",
     "RawCall",
     "RawCallRepository",
+    "RunCallsRepository",
     "RunFailure",
     "RunFailureRepository",
     "RunResultsRepository",

@@ -1,14 +1,13 @@
 """`RunResultsRepository`: what the results of a run read from its calls — each call's outcome
 in a few columns (the JSON fields it needs extracted in SQL, so the request's messages are never
-loaded) and the run's totals — on SQLite and PostgreSQL alike."""
+loaded) — on SQLite and PostgreSQL alike. The run's totals are `RunCallsRepository.totals`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import select
 
 from .dialect import Repository
 from .models_v2 import GroupMember, RawCall, VariationResult
@@ -67,65 +66,6 @@ class RunResultsRepository(Repository):
                 target=row[11],
             )
             for row in self.session.execute(stmt)
-        ]
-
-    def run_totals(self, group_id: int, modality: str = "text") -> dict[str, Any]:
-        """Counts per status and per failure type (the error's type, else the status), token
-        sums and the estimated cost of the successful calls, with how many of them had no
-        price (`unpriced`)."""
-        where = _in_group(group_id, modality)
-        ok = RawCall.status == "success"
-        by_status = dict(
-            self.session.execute(
-                select(RawCall.status, func.count()).where(*where).group_by(RawCall.status)
-            ).all()
-        )
-        kind = func.coalesce(RawCall.error_json["type"].as_string(), RawCall.status)
-        failures = dict(
-            self.session.execute(select(kind, func.count()).where(*where, ~ok).group_by(kind)).all()
-        )
-        cost = RawCall.metadata_json["cost_usd"].as_float()
-        sums = self.session.execute(
-            select(
-                func.sum(case((ok, token_field("prompt_tokens")))),
-                func.sum(case((ok, token_field("completion_tokens")))),
-                func.sum(case((ok, token_field("total_tokens")))),
-                func.sum(case((ok, cost))),
-                func.sum(case((ok & cost.is_(None), 1), else_=0)),
-            ).where(*where)
-        ).one()
-        return {
-            "by_status": {k: int(v) for k, v in by_status.items()},
-            "failures_by_type": {k: int(v) for k, v in failures.items()},
-            "prompt_tokens": int(sums[0] or 0),
-            "completion_tokens": int(sums[1] or 0),
-            "total_tokens": int(sums[2] or 0),
-            "cost_usd": float(sums[3] or 0.0),
-            "unpriced": int(sums[4] or 0),
-        }
-
-    def answer_preview(self, group_id: int, limit: int = 10) -> list[dict[str, Any]]:
-        """The first `limit` successful answers: prompt id, target, sample and answer."""
-        meta = RawCall.metadata_json
-        stmt = (
-            select(
-                meta["prompt_id"].as_string(),
-                meta["target"].as_string(),
-                meta["sample_index"].as_float(),
-                RawCall.response_json["text"].as_string(),
-            )
-            .where(*_in_group(group_id, "text"), RawCall.status == "success")
-            .order_by(RawCall.id)
-            .limit(limit)
-        )
-        return [
-            {
-                "prompt": prompt,
-                "target": target,
-                "sample": None if sample is None else int(sample),
-                "answer": answer or "",
-            }
-            for prompt, target, sample, answer in self.session.execute(stmt)
         ]
 
     def variation_strategy(self, group_id: int) -> str | None:

@@ -58,7 +58,13 @@ def build_resources(
         if configured(row)
     }
     llm_resource = LLMProvidersResource(
-        **{**sections, "timeout_s": settings.llm_timeout_s, **(llm or {})}
+        **{
+            **sections,
+            "timeout_s": settings.llm_timeout_s,
+            "shared_quotas": settings.shared_quotas,
+            "quota_lease_ttl_s": settings.quota_lease_ttl_s,
+            **(llm or {}),
+        }
     )
     return {
         "database": DatabaseResource(url=from_settings(settings, "database_url")),

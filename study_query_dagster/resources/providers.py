@@ -23,7 +23,7 @@ from ..providers.registry import (
     accepted,
 )
 from ..services import InferenceService
-from ..services.inference import ProviderLimits
+from ..services.inference import ProviderLimits, SharedProviderLimits
 
 
 class ProviderLimitsConfig(dg.Config):
@@ -80,6 +80,14 @@ class LLMProvidersBase(dg.ConfigurableResource):
     max_retries: int = Field(3, ge=0, description="Retries after the first attempt.")
     initial_wait_s: float = Field(1.0, ge=0)
     max_wait_s: float = Field(10.0, ge=0)
+    shared_quotas: bool = Field(
+        True,
+        description="Hold each provider's concurrency, RPM/TPM and learned quota for every run "
+        "and process using the app database (SHARED_QUOTAS), not per run.",
+    )
+    quota_lease_ttl_s: float = Field(
+        30.0, gt=0, description="How long a crashed process's quota reservations outlive it."
+    )
 
     def connection(self, provider: str) -> dg.Config | None:
         """`provider`'s section of this resource (None when it has none)."""
@@ -109,26 +117,46 @@ class LLMProvidersBase(dg.ConfigurableResource):
     def create_provider(self, provider: str, model: str) -> BaseLLMProvider:
         return ProviderFactory.create(provider, **self._constructor_args(provider, model))
 
-    def provider_limits(self, provider: str) -> ProviderLimits:
-        """Fresh concurrency and RPM/TPM limits for `provider`, to share between services."""
+    def provider_limits(
+        self, provider: str, db: DatabaseConnection | None = None
+    ) -> ProviderLimits | SharedProviderLimits:
+        """Concurrency and RPM/TPM limits for `provider`, to share between services: held for
+        every process that uses `db` when it is given and quotas are shared (providers with an
+        account: those with limits in the registry), else fresh ones for this process."""
         settings = self._settings(provider)
-        return ProviderLimits(
-            settings.max_concurrency,
-            getattr(settings, "requests_per_minute", None),
-            getattr(settings, "tokens_per_minute", None),
-        )
+        rpm = getattr(settings, "requests_per_minute", None)
+        tpm = getattr(settings, "tokens_per_minute", None)
+        if db is not None and self.shared_quotas and PROVIDERS[provider].limits:
+            return SharedProviderLimits(
+                db,
+                self.quota_scope(provider),
+                settings.max_concurrency,
+                rpm,
+                tpm,
+                lease_ttl_s=self.quota_lease_ttl_s,
+            )
+        return ProviderLimits(settings.max_concurrency, rpm, tpm)
+
+    def quota_scope(self, provider: str) -> str:
+        """The account a quota belongs to: the provider, and its endpoint or base URL when set
+        (never a key)."""
+        settings = self._settings(provider)
+        where = getattr(settings, "endpoint", None) or getattr(settings, "base_url", None)
+        return f"{provider}@{where}" if where else provider
 
     def create_service(
         self,
         provider: str,
         model: str,
         db: DatabaseConnection | None,
-        limits: ProviderLimits | None = None,
+        limits: ProviderLimits | SharedProviderLimits | None = None,
     ) -> InferenceService:
         """A service with its own provider client, closed when the service is (use it as
         `async with`). Services given the same `limits` share them (one per provider in a
-        run); without, the service gets the provider's limits to itself."""
+        run); without, the service gets the provider's limits (`provider_limits`)."""
         settings = self._settings(provider)
+        if limits is None:
+            limits = self.provider_limits(provider, db)
         return InferenceService(
             self.create_provider(provider, model),
             db,

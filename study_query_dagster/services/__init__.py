@@ -15,6 +15,7 @@ from .inference import (
     InferenceService,
     Membership,
     ProviderLimits,
+    SharedProviderLimits,
     TokenBucket,
     compute_request_hash,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "PriceTable",
     "PromptPreprocessor",
     "ProviderLimits",
+    "SharedProviderLimits",
     "SimilarEmbedding",
     "TokenBucket",
     "compute_request_hash",

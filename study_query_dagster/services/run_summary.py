@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..db import CallFilter, DatabaseConnection, RunResultsRepository, StatisticsRepository
+from ..db import CallFilter, DatabaseConnection, RunCallsRepository, StatisticsRepository
 from .study import StudyService
 
 
@@ -35,25 +35,24 @@ class RunSummary:
 
 def summarize_run(db: DatabaseConnection, run_group_id: int, preview_limit: int = 10) -> RunSummary:
     where = CallFilter(group_id=run_group_id, modality="text")
-    with db.session_scope() as session:
-        results = RunResultsRepository(session)
-        totals = results.run_totals(run_group_id)
-        preview = results.answer_preview(run_group_id, preview_limit)
+    with db.read_session() as session:
+        calls = RunCallsRepository(session)
+        totals = calls.totals(run_group_id)
+        preview = calls.preview(run_group_id, preview_limit)
         p50, p95 = StatisticsRepository(session).latency_percentiles(where)
     per_target = StudyService(db).get_target_comparison(group_id=run_group_id)
-    unpriced = totals["unpriced"]
     return RunSummary(
         run_group_id=run_group_id,
-        calls=sum(totals["by_status"].values()),
-        by_status=totals["by_status"],
-        failures_by_type=totals["failures_by_type"],
+        calls=totals.calls,
+        by_status=totals.by_status,
+        failures_by_type=totals.failures_by_type,
         latency_p50_ms=p50,
         latency_p95_ms=p95,
-        prompt_tokens=totals["prompt_tokens"],
-        completion_tokens=totals["completion_tokens"],
-        total_tokens=totals["total_tokens"],
-        cost_usd=None if unpriced else round(totals["cost_usd"], 6),
-        unpriced_calls=unpriced,
+        prompt_tokens=totals.prompt_tokens,
+        completion_tokens=totals.completion_tokens,
+        total_tokens=totals.total_tokens,
+        cost_usd=None if totals.unpriced else round(totals.cost_usd, 6),
+        unpriced_calls=totals.unpriced,
         per_target=per_target.to_dict("records"),
         preview=preview,
     )

@@ -266,7 +266,7 @@ def test_failed_runs_are_recorded_for_the_analytics(db_url, tmp_path, llm_server
     with db.session_scope() as session:
         [recorded] = RunFailureRepository(session).recent_run_failures()
         assert recorded.run_id == alone.run_id and recorded.partition_key == "duo"
-        assert recorded.failed_steps == ["inference_run"]
+        assert recorded.failed_steps == ["inference_run.plan_inference"]  # refused before any call
         assert "set OPENAI_API_KEY" in recorded.error
         assert session.scalars(select(Group)).all()  # the prompt_set group; no run group
     db.dispose()

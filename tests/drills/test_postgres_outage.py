@@ -91,7 +91,7 @@ def test_database_outage_fails_the_run_clearly_and_reexecution_completes_it(
         first = dg.execute_job(job, instance, tags={"dagster/partition": "outage"})
         stopper.join()
         assert not first.success
-        message = step_failure(first, "inference_run")
+        message = step_failure(first, "inference_run.send_shard[shard_0]")
         sent_before = len(llm_server.requests)
         assert STOP_AFTER <= sent_before < 500
 
@@ -106,7 +106,7 @@ def test_database_outage_fails_the_run_clearly_and_reexecution_completes_it(
         second = dg.execute_job(
             job, instance, reexecution_options=options, tags=first.dagster_run.tags
         )
-        assert second.success, step_failure(second, "inference_run")
+        assert second.success, step_failure(second, "inference_run.send_shard[shard_0]")
 
     # A clear error: which database, what it said, what to do; not a driver traceback.
     where = make_url(db_url).render_as_string(hide_password=True)

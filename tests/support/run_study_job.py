@@ -3,10 +3,12 @@ that kill or race runs):
 
     python -m tests.support.run_study_job PARTITION [ASSET ...]
 
-Resources come from the SQD_TEST_* variables (`get_study_job`). With asset names, only those
-assets (and their checks) run, as "Materialize selected" in the UI does. If $SQD_TEST_GO names a
-file, the run starts only once that file exists (so two processes start together). Prints the
-run id, then exits 0 if the run succeeded.
+Resources come from the SQD_TEST_* variables (`get_study_job`), or with SQD_TEST_PRODUCTION=1
+from the environment as the code location reads it (`get_production_study_job`: its executor
+is the one STUDY_JOB_EXECUTOR names). With asset names, only those assets (and their checks)
+run, as "Materialize selected" in the UI does. If $SQD_TEST_GO names a file, the run starts only
+once that file exists (so several processes start together). Prints the run id, then exits 0
+if the run succeeded.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from tests.support.pipeline import get_study_job
+from tests.support.pipeline import get_production_study_job, get_study_job
 
 
 def main(partition: str, assets: list[str]) -> int:
@@ -29,8 +31,10 @@ def main(partition: str, assets: list[str]) -> int:
             Path(f"{go}.ready-{os.getpid()}").touch()
             while not Path(go).exists():
                 time.sleep(0.005)
+        production = os.environ.get("SQD_TEST_PRODUCTION") == "1"
+        job = get_production_study_job if production else get_study_job
         result = dg.execute_job(
-            dg.reconstructable(get_study_job), instance,
+            dg.reconstructable(job), instance,
             tags={"dagster/partition": partition},
             asset_selection=[dg.AssetKey(a) for a in assets] or None,
         )  # fmt: skip

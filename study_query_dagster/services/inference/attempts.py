@@ -15,6 +15,7 @@ from ..retry import MALFORMED, RetryPolicy
 from .rate_limits import ProviderLimits
 from .records import attempt_entry
 from .requests import ChatRequest
+from .shared_limits import SharedProviderLimits
 
 logger = get_logger(__name__)
 
@@ -44,7 +45,12 @@ class AttemptRunner:
     a retryable failure hands the remaining attempts to tenacity after the wait it earned.
     A concurrency slot is held per attempt, not while waiting to retry."""
 
-    def __init__(self, provider: BaseLLMProvider, limits: ProviderLimits, policy: RetryPolicy):
+    def __init__(
+        self,
+        provider: BaseLLMProvider,
+        limits: ProviderLimits | SharedProviderLimits,
+        policy: RetryPolicy,
+    ):
         self.provider = provider
         self.provider_name = provider.get_provider_name()
         self.limits = limits
@@ -91,43 +97,33 @@ class AttemptRunner:
         return response
 
     async def _attempt_once(self, request: ChatRequest, log: AttemptLog) -> ProviderResponse:
-        limits = self.limits
-        async with limits.semaphore():
-            if limits.rpm is not None:
-                await limits.rpm.acquire(1)
-            estimate = request.estimated_tokens()
-            reserved = await limits.tpm.acquire(estimate) if limits.tpm else 0.0
-            quota = limits.quota(request.model)
-            counted = await quota.admit(estimate)
-            log.in_flight = True  # from here on the attempt counts, sent or not
-            started = time.perf_counter()
-            self.provider_calls += 1
-            try:
-                response = await self.provider.complete(
-                    messages=request.messages,
-                    sample_index=request.sample_index,
-                    model=request.model,
-                    **request.params,
-                )
-            except asyncio.CancelledError:
-                quota.settle(counted)
+        permit = await self.limits.acquire(request.model, request.estimated_tokens())
+        log.in_flight = True  # from here on the attempt counts, sent or not
+        started = time.perf_counter()
+        self.provider_calls += 1
+        try:
+            response = await self.provider.complete(
+                messages=request.messages,
+                sample_index=request.sample_index,
+                model=request.model,
+                **request.params,
+            )
+        except asyncio.CancelledError:
+            permit.release()
+            raise
+        except Exception as exc:
+            error = exc if isinstance(exc, ProviderError) else _internal_error(exc, self)
+            permit.release(
+                rate_limit=error.rate_limit,
+                rate_limited=error.status_code == 429,
+                retry_after=error.retry_after,
+            )
+            log.record(error, started)
+            if error is exc:
                 raise
-            except Exception as exc:
-                error = exc if isinstance(exc, ProviderError) else _internal_error(exc, self)
-                quota.settle(
-                    counted,
-                    error.rate_limit,
-                    rate_limited=error.status_code == 429,
-                    retry_after=error.retry_after,
-                )
-                log.record(error, started)
-                if error is exc:
-                    raise
-                raise error from exc
-            quota.settle(counted, response.rate_limit)
-            if limits.tpm is not None and response.tokens is not None:
-                limits.tpm.adjust(response.tokens - reserved)
-            return response
+            raise error from exc
+        permit.release(response.tokens, response.rate_limit)
+        return response
 
 
 def _internal_error(exc: Exception, runner: AttemptRunner) -> ProviderError:

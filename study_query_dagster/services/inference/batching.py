@@ -1,10 +1,11 @@
 """Many calls at once: a pool of workers runs a batch's requests with bounded concurrency and
-returns their outcomes in input order; a batch that cannot go on stops every worker."""
+returns their outcomes in input order (`run_pool`), or takes them from a stream and keeps
+nothing (`stream_pool`); a batch that cannot go on stops every worker."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TypeVar
 
 Item = TypeVar("Item")
@@ -30,13 +31,28 @@ async def run_pool(
     captured), every other worker is stopped before the error propagates, so that no call is
     sent after the batch has given up; items no worker had reached are never called."""
     results: list[Result | None] = [None] * len(items)
+
+    async def keep(i: int, item: Item) -> None:
+        results[i] = await call(i, item)
+
+    await stream_pool(items, min(len(items), workers), keep)
+    return results  # type: ignore[return-value]
+
+
+async def stream_pool(
+    items: Iterable[Item], workers: int, call: Callable[[int, Item], Awaitable[object]]
+) -> None:
+    """`call(i, item)` for every item of `items` (any iterable, read as workers reach it),
+    `workers` at a time; results are not kept, so a stream of any length runs in flat memory.
+    Stops like `run_pool`."""
     todo = iter(enumerate(items))
 
     async def worker() -> None:
+        # Several workers share one iterator: next() runs to completion between awaits.
         for i, item in todo:
-            results[i] = await call(i, item)
+            await call(i, item)
 
-    tasks = [asyncio.ensure_future(worker()) for _ in range(min(len(items), workers))]
+    tasks = [asyncio.ensure_future(worker()) for _ in range(workers)]
     try:
         await asyncio.gather(*tasks)
     except BaseException:
@@ -44,4 +60,3 @@ async def run_pool(
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
-    return results  # type: ignore[return-value]

@@ -18,3 +18,7 @@ class Clock:
 
 
 SYSTEM_CLOCK = Clock()
+
+# Time that processes on several machines agree on (their clocks kept in sync, e.g. by NTP):
+# what quotas shared through the database are measured in.
+WALL_CLOCK = Clock(time.time, asyncio.sleep)

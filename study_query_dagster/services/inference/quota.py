@@ -15,6 +15,10 @@ gate every attempt passes before it is sent:
 
 Without any of these headers the gate never waits: a server that says nothing is limited only
 by the configured RPM/TPM buckets and the concurrency limit.
+
+`QuotaWindow` and `pause_wait` are the rules themselves; `SharedProviderLimits`
+(`shared_limits.py`) applies the same rules to windows kept in the database, so that every
+process calling a provider learns from every answer.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ logger = get_logger(__name__)
 
 
 @dataclass
-class _Window:
+class QuotaWindow:
     """One dimension of the quota (requests or tokens) in the gate's clock."""
 
     limit: float | None = None
@@ -74,11 +78,37 @@ class _Window:
         self.ends_at = until if self.ends_at is None else max(self.ends_at, until)
 
 
+def pause_wait(rate_limit: RateLimit | None, retry_after: float | None) -> float | None:
+    """How long a 429 pauses every worker: its Retry-After, else the announced reset of the
+    exhausted dimension; None when nothing says."""
+    if retry_after is not None or rate_limit is None:
+        return retry_after
+    resets = [
+        s
+        for s, left in (
+            (rate_limit.reset_requests_s, rate_limit.remaining_requests),
+            (rate_limit.reset_tokens_s, rate_limit.remaining_tokens),
+        )
+        if s is not None and left is not None and left <= 0
+    ]
+    return max(resets) if resets else None
+
+
+def observe(requests: QuotaWindow, tokens: QuotaWindow, now: float, rate_limit: RateLimit) -> None:
+    """Fold the quota an answer reported into the two windows."""
+    requests.observe(
+        now, rate_limit.limit_requests, rate_limit.remaining_requests, rate_limit.reset_requests_s
+    )
+    tokens.observe(
+        now, rate_limit.limit_tokens, rate_limit.remaining_tokens, rate_limit.reset_tokens_s
+    )
+
+
 @dataclass
 class QuotaGate:
     clock: Clock = SYSTEM_CLOCK
-    requests: _Window = field(default_factory=_Window)
-    tokens: _Window = field(default_factory=_Window)
+    requests: QuotaWindow = field(default_factory=QuotaWindow)
+    tokens: QuotaWindow = field(default_factory=QuotaWindow)
     paused_until: float | None = None
     waited_s: float = 0.0  # total time attempts spent at the gate, for reports
     pauses: int = 0  # 429s that paused every worker
@@ -129,31 +159,13 @@ class QuotaGate:
         self.requests.in_flight = max(self.requests.in_flight - 1, 0.0)
         self.tokens.in_flight = max(self.tokens.in_flight - tokens, 0.0)
         if rate_limit is not None:
-            self.requests.observe(
-                now,
-                rate_limit.limit_requests,
-                rate_limit.remaining_requests,
-                rate_limit.reset_requests_s,
-            )
-            self.tokens.observe(
-                now, rate_limit.limit_tokens, rate_limit.remaining_tokens, rate_limit.reset_tokens_s
-            )
+            observe(self.requests, self.tokens, now, rate_limit)
         if rate_limited:
             self._pause(now, rate_limit, retry_after)
         self._notify()
 
     def _pause(self, now: float, rate_limit: RateLimit | None, retry_after: float | None) -> None:
-        wait = retry_after
-        if wait is None and rate_limit is not None:
-            resets = [
-                s
-                for s, left in (
-                    (rate_limit.reset_requests_s, rate_limit.remaining_requests),
-                    (rate_limit.reset_tokens_s, rate_limit.remaining_tokens),
-                )
-                if s is not None and left is not None and left <= 0
-            ]
-            wait = max(resets) if resets else None
+        wait = pause_wait(rate_limit, retry_after)
         if wait is None:
             return  # nothing says how long: the call's own backoff applies
         until = now + wait

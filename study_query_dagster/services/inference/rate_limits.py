@@ -1,5 +1,8 @@
 """Token buckets for requests-per-minute and tokens-per-minute limits, and `ProviderLimits`:
-the buckets and the concurrency limit that several services calling one provider share.
+the buckets and the concurrency limit that several services calling one provider in one process
+share. (`SharedProviderLimits`, in shared_limits.py, holds the same limits for every process
+through the database.) Both hand out a `Permit` per attempt (`acquire`), given back with what
+the answer said (`release`).
 
 Hand-written rather than a library because tokens-per-minute needs debt: a request reserves
 an estimate before it is sent and is charged the real usage afterwards, which may push the
@@ -12,9 +15,29 @@ depending on how fast the machine is.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
+from typing import Protocol
 
+from ...providers.headers import RateLimit
 from .clock import SYSTEM_CLOCK, Clock
 from .quota import QuotaGate
+
+
+class Permit(Protocol):
+    """One attempt's admission: a concurrency slot, its RPM/TPM units and its place in the
+    model's quota, held until `release`."""
+
+    def release(
+        self,
+        tokens_used: int | None = None,
+        rate_limit: RateLimit | None = None,
+        *,
+        rate_limited: bool = False,
+        retry_after: float | None = None,
+    ) -> None:
+        """The attempt is over: answered (`tokens_used` it really cost, the quota the answer
+        reported), refused with a 429 (`rate_limited`, with the server's Retry-After), or
+        abandoned (nothing known)."""
 
 
 class TokenBucket:
@@ -102,9 +125,46 @@ class ProviderLimits:
     def quotas(self) -> dict[str | None, QuotaGate]:
         return dict(self._quotas)
 
+    async def acquire(self, model: str | None, tokens: float) -> Permit:
+        """Wait for a concurrency slot, then the RPM/TPM units of one request of `tokens`
+        (estimated), then room in `model`'s quota. The slot is held while waiting for the
+        rest, as the calls in flight decide when the quota has room again."""
+        semaphore = self.semaphore()
+        await semaphore.acquire()
+        try:
+            if self.rpm is not None:
+                await self.rpm.acquire(1)
+            reserved = await self.tpm.acquire(tokens) if self.tpm else 0.0
+            gate = self.quota(model)
+            counted = await gate.admit(tokens)
+        except BaseException:
+            semaphore.release()
+            raise
+        return _LocalPermit(self, semaphore, gate, reserved, counted)
+
+    async def drain(self) -> None:
+        """Nothing to write: the limits live in this process."""
+
     def semaphore(self) -> asyncio.Semaphore:
         """The concurrency limit for the running event loop."""
         loop = asyncio.get_running_loop()
         if self._semaphore is None or self._loop is not loop:
             self._semaphore, self._loop = asyncio.Semaphore(self.max_concurrency), loop
         return self._semaphore
+
+
+@dataclass
+class _LocalPermit:
+    limits: ProviderLimits
+    semaphore: asyncio.Semaphore
+    gate: QuotaGate
+    reserved: float
+    counted: float
+
+    def release(self, tokens_used=None, rate_limit=None, *, rate_limited=False, retry_after=None):
+        self.gate.settle(
+            self.counted, rate_limit, rate_limited=rate_limited, retry_after=retry_after
+        )
+        if self.limits.tpm is not None and tokens_used is not None:
+            self.limits.tpm.adjust(tokens_used - self.reserved)
+        self.semaphore.release()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from ...db import DatabaseConnection
@@ -17,7 +17,7 @@ from ..preprocessing import PromptPreprocessor
 from ..pricing import get_price_table
 from ..retry import RetryPolicy
 from .attempts import AttemptLog, AttemptRunner
-from .batching import BatchResults, run_pool
+from .batching import BatchResults, run_pool, stream_pool
 from .capture import Membership
 from .dedup import InflightCalls
 from .rate_limits import ProviderLimits
@@ -32,6 +32,7 @@ from .records import (
     success_row,
 )
 from .requests import ChatRequest, RequestBuilder, jsonable_params
+from .shared_limits import SharedProviderLimits
 from .store import CallStore, NoStore
 
 logger = get_logger(__name__)
@@ -45,7 +46,8 @@ class InferenceService:
     default the LLM_MAX_RETRY_AFTER_S setting, replaces the backoff).
 
     max_concurrency, requests_per_minute, tokens_per_minute: this service's own limits;
-    `limits` (a `ProviderLimits`) instead shares them with other services of one provider.
+    `limits` (a `ProviderLimits`) instead shares them with other services of one provider, or
+    (a `SharedProviderLimits`) with every process calling the provider's account.
     """
 
     def __init__(
@@ -63,7 +65,7 @@ class InferenceService:
         preprocess: bool = False,
         preprocessor: PromptPreprocessor | None = None,
         close_provider: bool = False,
-        limits: ProviderLimits | None = None,
+        limits: ProviderLimits | SharedProviderLimits | None = None,
     ):
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be >= 1 (got {max_concurrency})")
@@ -170,6 +172,43 @@ class InferenceService:
         group_meta = {"kind": "batch", "size": len(requests), "params": jsonable_params(params)}
         return await self._run_many(requests, group_id, group_type, group_name, group_meta)
 
+    async def run_stream(
+        self,
+        items: Iterable[Mapping[str, Any]],
+        *,
+        group_id: int | None = None,
+        extra_metadata: Mapping[str, Any] | None = None,
+        cache: bool = False,
+        **params: Any,
+    ) -> Counter:
+        """`run_batch` for a stream of any length (items as `run_batch` takes them, each with
+        its "position" when `group_id` is given): a request is built when a worker reaches
+        its item and its result is not kept, so memory stays flat. Returns how many calls
+        ended with each status. Check the items before (a bad one stops the stream where it
+        is, as a failed capture does)."""
+        if group_id is not None:
+            await self._store.check_group(group_id)
+        counts: Counter = Counter()
+
+        async def call(i: int, item: Mapping[str, Any]) -> None:
+            request = self._builder.build_item(i, item, extra_metadata, cache, params)
+            memberships = [Membership(group_id, request.position, None)] if group_id else []
+            outcome = await self._inflight.run(
+                request, memberships, self._execute, self._store.join
+            )
+            counts[outcome.result["status"]] += 1
+
+        try:
+            await stream_pool(items, 2 * self.max_concurrency, call)
+        except BaseException:
+            self._store.flush_sync()
+            raise
+        return counts
+
+    def check_item(self, item: Mapping[str, Any], params: Mapping[str, Any] | None = None) -> None:
+        """Raise ValueError when `item` (as `run_batch` takes it) is not a valid request."""
+        self._builder.build_item(0, item, None, False, dict(params or {}))
+
     async def run_sampling(
         self,
         prompt: str | None = None,
@@ -202,7 +241,9 @@ class InferenceService:
 
     async def aclose(self) -> None:
         """Write anything still pending (calls normally return only once captured) and stop
-        the capture thread; close the provider too if the service owns it (`close_provider`)."""
+        the capture thread; close the provider too if the service owns it (`close_provider`).
+        Shared limits get the attempts that ended recorded first."""
+        await self.limits.drain()
         self._store.close()
         if self.close_provider:
             await self.provider.aclose()

@@ -39,6 +39,7 @@ EmbedProvider = Literal[EMBED_PROVIDERS]
 Schedule = Literal["none", "daily", "hourly"]
 Role = Literal["system", "user", "assistant"]
 SCHEDULES: tuple[str, ...] = get_args(Schedule)
+MAX_SHARDS = 1000
 MAX_SAMPLES = 100
 MAX_STOP_SEQUENCES = 4
 MAX_TOOLS = 128
@@ -295,6 +296,9 @@ class PromptSet(_Strict):
     schedule: Schedule = "none"
     tags: list[NonEmptyStr] = Field(default_factory=list)
     variation: VariationConfig = Field(default_factory=VariationConfig)
+    # Split the run's calls into this many steps (contiguous slices of the items), which the
+    # executor may run at once on different workers; each resumes on its own.
+    shards: int = Field(1, ge=1, le=MAX_SHARDS)
 
     _labels: list[str] = PrivateAttr(default_factory=list)
 
@@ -378,20 +382,35 @@ class PromptSet(_Strict):
         ]
         return self.model_copy(update={"targets": targets})
 
-    def iter_work_items(self) -> Iterator[WorkItem]:
-        """Prompt-major, then target, then sample: the order of the file."""
-        index = 0
-        for prompt in self.prompts:
+    def iter_work_items(
+        self, start: int = 0, stop: int | None = None, *, target: str | None = None
+    ) -> Iterator[WorkItem]:
+        """Prompt-major, then target, then sample: the order of the file. `start`/`stop`
+        slice by item index and `target` keeps one target label, without building the items
+        left out (a shard of a large set)."""
+        per_prompt = len(self.targets) * self.samples
+        first = start // per_prompt
+        stop = self.expected_calls if stop is None else min(stop, self.expected_calls)
+        index = first * per_prompt
+        for prompt in self.prompts[first:]:
+            if index >= stop:
+                return
             messages = self.prompt_messages(prompt)
             text = self.prompt_text(prompt)
-            for target, label in zip(self.targets, self._labels, strict=True):
-                params = target.params.as_dict()
+            for target_spec, label in zip(self.targets, self._labels, strict=True):
+                if target is not None and label != target:
+                    index += self.samples
+                    continue
+                params = target_spec.params.as_dict()
                 # A set not resolved for a run (previews, cost) shows its first run's script.
-                script = scripting.for_run(target.params.offline_answers, 1)
+                script = scripting.for_run(target_spec.params.offline_answers, 1)
                 quota = scripting.quota_for(script, prompt.id)
                 if quota is not None:
                     params[scripting.PARAM] = dict(quota)
                 for sample in range(self.samples):
+                    if index < start or index >= stop:
+                        index += 1
+                        continue
                     sent = copy.deepcopy(params)
                     if "seed" in sent and self.sample_seed == "offset":
                         sent["seed"] = params["seed"] + sample
@@ -401,9 +420,9 @@ class PromptSet(_Strict):
                         prompt_id=prompt.id,
                         target_label=label,
                         sample_index=sample,
-                        provider=target.provider,
-                        model=target.model,
-                        deployment=target.deployment,
+                        provider=target_spec.provider,
+                        model=target_spec.model,
+                        deployment=target_spec.deployment,
                         params=sent,
                         messages=copy.deepcopy(messages),
                         prompt_text=text,
