@@ -98,7 +98,8 @@ def test_runs_scripted_in_turn():
 @pytest.mark.parametrize(
     ("block", "line", "fragment"),
     [
-        ("variation: {strategy: entailment}", "variation.strategy", "'exact' or 'embedding'"),
+        ("variation: {strategy: nli}", "variation.strategy", "'embedding' or 'entailment'"),
+        ("variation: {strategy: entailment}", "variation.judge", "entailment needs a judge"),
         ("variation: {strategy: embedding}", "variation.strategy", "set 'embed: on'"),
         (
             "variation: {threshold: 0.2}",
