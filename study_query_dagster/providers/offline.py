@@ -61,8 +61,10 @@ SCRIPTED_LOGPROB = -0.25
 
 def scripted_answer(quota: Any, sample_index: int | None) -> str:
     """Sample i's answer: position i (0 when None) in the quota's answers repeated by their
-    counts, in the order written, cycling past the end: ten samples of {Canberra: 7, Sydney: 3}
-    are exactly seven "Canberra" then three "Sydney"."""
+    counts, most frequent first (ties in code-point order of the answers), cycling past the
+    end: ten samples of {Canberra: 7, Sydney: 3} are exactly seven "Canberra" then three
+    "Sydney". Not the order written: a prompt set stored as PostgreSQL JSONB loses its key
+    order, and a run must send the same answers on either backend."""
     if (
         not isinstance(quota, dict)
         or not quota
@@ -72,7 +74,7 @@ def scripted_answer(quota: Any, sample_index: int | None) -> str:
             f"offline: {SCRIPT_PARAM} must map answers to positive counts (got {quota!r})"
         )
     position = (sample_index or 0) % sum(quota.values())
-    for answer, count in quota.items():
+    for answer, count in sorted(quota.items(), key=lambda item: (-item[1], item[0])):
         if position < count:
             return answer
         position -= count
