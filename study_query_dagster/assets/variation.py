@@ -156,6 +156,7 @@ def cross_target_agreement(
             "mean_jsd": rounded(report.mean_jsd, 4),
             "prompts_with_modal_disagreement": len(report.disagreements),
             "values_stored": report.written,
+            **report.usage,
             "pairs": md_table(report.rows),
             "modal_answers": md_table(modal),
             **csv_metadata(exports, "agreement", context.partition_key, report.rows),
@@ -187,6 +188,7 @@ def answer_drift(
             "mean_drift_jsd": rounded(report.mean_jsd, 4),
             "cells_with_modal_change": sum(1 for r in report.rows if r[m.MODAL_CHANGED]),
             "values_stored": report.written,
+            **report.usage,
             "class_shares": image(
                 variation_charts.drift_shares_chart(report.shares, cells, report.baseline),
                 "answer classes per run for the most drifting cells",

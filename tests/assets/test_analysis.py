@@ -108,6 +108,7 @@ def test_calibration_end_to_end(study, database):
     classes = metadata(result, "answer_equivalence_classes")
     assert (classes["answers"], classes["classes"], classes["strategy"]) == (50, 14, "entailment")
     assert (classes["judge_requests"], classes["judge_provider_calls"]) == (7, 7)
+    assert metadata(result, "cross_target_agreement")["judge_provider_calls"] == 3
     assert judge_calls(database) == 10
     with database.session_scope() as session:
         group = GroupRepository(session).newest_group(ENTAILMENT_GROUP, f"{NAME}/")

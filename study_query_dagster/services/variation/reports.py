@@ -96,6 +96,7 @@ class AgreementReport:
     rows: list[dict[str, Any]]  # per prompt and pair of targets
     modal_answers: dict[str, dict[str, str]]  # prompt -> target -> modal answer (pooled)
     written: int
+    usage: dict[str, int] = field(default_factory=dict)  # a judge's calls, for entailment
 
     @property
     def disagreements(self) -> list[str]:
@@ -119,6 +120,7 @@ class DriftReport:
     shares: dict[tuple[str, str], list[tuple[str, float, float]]] = field(default_factory=dict)
     history: list[tuple[datetime, float]] = field(default_factory=list)  # (run, mean JSD)
     written: int = 0
+    usage: dict[str, int] = field(default_factory=dict)  # a judge's calls, for entailment
 
     @property
     def mean_jsd(self) -> float | None:

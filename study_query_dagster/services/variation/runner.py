@@ -99,9 +99,10 @@ async def _judge(stack, db, scope: RunScope, chat, strategy_key: str) -> Inferen
 
 
 @asynccontextmanager
-async def _opened(
+async def opened(
     db, prompt_set_name, root_run_id, embedders, chat
 ) -> AsyncIterator[tuple[VariationService, RunScope]]:
+    """A `VariationService` for the run (its embedder and judge open until the block ends)."""
     scope = run_scope(find_run_group(db, prompt_set_name, root_run_id))
     async with AsyncExitStack() as stack:
         service = _embedding_service(db, scope, embedders)
@@ -126,7 +127,7 @@ def measure(
     newest run). `chat` supplies the judge when the set's variation block names one."""
 
     async def run() -> R:
-        async with _opened(db, prompt_set_name, root_run_id, embedders, chat) as (service, scope):
+        async with opened(db, prompt_set_name, root_run_id, embedders, chat) as (service, scope):
             return await step(service, scope)
 
     return asyncio.run(run())

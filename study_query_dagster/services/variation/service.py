@@ -191,7 +191,9 @@ class VariationService:
             for a, b in m.pairs(pooled):
                 values += m.pair_metrics(a, b)
         written = self._store(scope, values)
-        return AgreementReport(self.strategy.name, list(wide(values).values()), modal, written)
+        return AgreementReport(
+            self.strategy.name, list(wide(values).values()), modal, written, self.strategy.usage()
+        )
 
     async def drift(self, scope: RunScope) -> DriftReport:
         """Each cell against the same cell of the baseline run (see `find_baseline`)."""
@@ -236,6 +238,7 @@ class VariationService:
             ]
         report.written = self._store(scope, values, permutations=self.permutations, seed=self.seed)
         report.history = self.drift_history(scope)
+        report.usage = self.strategy.usage()
         return report
 
     async def calibration(self, scope: RunScope) -> CalibrationReport:
