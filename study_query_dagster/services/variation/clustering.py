@@ -19,6 +19,7 @@ projection the scatter chart draws.
 from __future__ import annotations
 
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Any
@@ -115,6 +116,17 @@ def knee(ks: list[int], inertias: list[float]) -> int | None:
     return ks[best] if gap[best] > 0 else None
 
 
+@contextmanager
+def one_thread():
+    """scikit-learn's OpenMP/BLAS threads on one core: with a few thousand answers the work is
+    small, and threads that spin-wait beside other busy processes (Dagster runs steps in
+    parallel) made a k-means fit 10x slower on a loaded 2-core machine (make bench)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        yield
+
+
 def _kmeans(x: np.ndarray, k: int, seed: int, n_init: int):
     from sklearn.cluster import KMeans
 
@@ -135,6 +147,11 @@ def cluster_kmeans(
     n_init: int = 10,
 ) -> Clustering:
     """The k-means sweep, choice of K, representatives and restart stability (module doc)."""
+    with one_thread():
+        return _cluster_kmeans(vectors, k_min, k_max, k_rule, restarts, seed, n_init)
+
+
+def _cluster_kmeans(vectors, k_min, k_max, k_rule, restarts, seed, n_init) -> Clustering:
     from sklearn.metrics import adjusted_rand_score, silhouette_score
 
     x = unit_rows(vectors)
@@ -200,14 +217,15 @@ def cluster_hdbscan(vectors: np.ndarray, *, min_cluster_size: int = 5) -> Cluste
             chosen_by="too few answers",
             note=f"{x.shape[0]} answers, below min_cluster_size {min_cluster_size}: one cluster",
         )
-    labels = first_appearance_labels(
-        HDBSCAN(min_cluster_size=min_cluster_size, copy=True).fit(x).labels_
-    )
+    with one_thread():
+        fitted = HDBSCAN(min_cluster_size=min_cluster_size, copy=True).fit(x)
+    labels = first_appearance_labels(fitted.labels_)
     k = int(labels.max()) + 1 if (labels >= 0).any() else 0
     clustered = labels != NOISE
     silhouette = None
     if 2 <= k < int(clustered.sum()):
-        silhouette = float(silhouette_score(x[clustered], labels[clustered]))
+        with one_thread():
+            silhouette = float(silhouette_score(x[clustered], labels[clustered]))
     return Clustering(
         "hdbscan",
         labels,
@@ -226,5 +244,6 @@ def project_2d(vectors: np.ndarray) -> np.ndarray:
     components = min(2, x.shape[0], x.shape[1])
     out = np.zeros((x.shape[0], 2))
     if components and x.shape[0] > 1:
-        out[:, :components] = PCA(n_components=components).fit_transform(x)
+        with one_thread():
+            out[:, :components] = PCA(n_components=components).fit_transform(x)
     return out
