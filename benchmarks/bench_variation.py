@@ -4,9 +4,12 @@ A scripted offline prompt set of 1,000 answers (50 prompts x 2 targets x 10 samp
 split 7/3 and 5/3/2, `embed: on` with the wordllama embedder) is materialized twice, so that
 the second run has a baseline to drift from. Baseline, measured in the same run on the same
 databases: `prompt_set` + `inference_run` + `response_embeddings` with their checks (capturing
-and embedding the 1,000 answers). Measured: the four `variation` assets with their six checks
-on the same run (classes, dispersion, agreement, drift against the first run), `exact` and
-then `embedding` equivalence. Both through `materialize` in process; best of two rounds.
+and embedding the 1,000 answers). Measured: the six `variation` assets with their seven checks
+on the same run (classes, dispersion, agreement, drift against the first run, calibration —
+nothing to grade here — and answer clusters), with `exact`, `embedding` and `entailment`
+equivalence (the offline provider as the judge: every judge call goes through InferenceService
+and is captured, so this measures the judge's overhead without a model's latency; the second
+run's verdicts are all cache hits). Both through `materialize` in process; best of two rounds.
 SQLite, then PostgreSQL.
 """
 
@@ -76,6 +79,17 @@ def measure(label: str, db_url: str) -> Iterator[str]:
     for strategy, variation in (
         ("exact", {"strategy": "exact"}),
         ("embedding", {"strategy": "embedding", "threshold": 0.15}),
+        (
+            "entailment",
+            {
+                "strategy": "entailment",
+                "judge": {
+                    "provider": "offline",
+                    "model": "offline-judge",
+                    "params": {"offline_judge": True},
+                },
+            },
+        ),
     ):
         with tempfile.TemporaryDirectory(prefix="sqd-bench-var-") as folder:
             folder = Path(folder)

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from .assets.analysis import ANALYSIS_ASSETS, ANALYSIS_CHECKS
 from .assets.analytics import (
     prompt_search_job,
     provider_comparison,
@@ -58,6 +59,7 @@ defs = dg.Definitions(
         legacy_inference_runs,
         migrated_raw_calls,
         *VARIATION_ASSETS,
+        *ANALYSIS_ASSETS,
     ],
     asset_checks=[
         *MIGRATION_CHECKS,
@@ -67,6 +69,7 @@ defs = dg.Definitions(
         every_response_embedded,
         embedding_dimensions_consistent,
         *VARIATION_CHECKS,
+        *ANALYSIS_CHECKS,
     ],
     jobs=[
         study_job,

@@ -9,6 +9,7 @@ import pandas as pd
 from ..resources.database import DatabaseResource
 from ..resources.embeddings import EmbeddingResource
 from ..resources.exports import ExportsResource
+from ..resources.providers import LLMProvidersResource
 from ..services.charts import markdown_image
 from ..services.variation import VariationService
 from ..services.variation import charts as variation_charts
@@ -31,19 +32,25 @@ VARIATION = dict(
 CHECK = dict(partitions_def=PROMPT_SETS)
 
 
-def _run(context, database: DatabaseResource, embedding: EmbeddingResource, step):
+def run_step(context, database: DatabaseResource, embedding: EmbeddingResource, step, llm=None):
+    """One VariationService computation on the partition's run (`llm` supplies a judge)."""
     with database.failures("the answer-variation step"):
         return measure(
-            database.get_connection(), context.partition_key, root_run_id(context), embedding, step
+            database.get_connection(),
+            context.partition_key,
+            root_run_id(context),
+            embedding,
+            step,
+            llm,
         )
 
 
-def _csv(exports: ExportsResource, kind: str, partition: str, rows: list[dict]) -> dict:
+def csv_metadata(exports: ExportsResource, kind: str, partition: str, rows: list[dict]) -> dict:
     path = exports.write_csv(f"variation_{kind}_{partition}", pd.DataFrame(rows))
     return {"csv": dg.MetadataValue.path(str(path))}
 
 
-def _image(png: bytes, alt: str) -> dg.MetadataValue:
+def image(png: bytes, alt: str) -> dg.MetadataValue:
     return dg.MetadataValue.md(markdown_image(png, alt))
 
 
@@ -53,11 +60,12 @@ def answer_equivalence_classes(
     database: DatabaseResource,
     embedding: EmbeddingResource,
     exports: ExportsResource,
+    llm: LLMProvidersResource,
 ) -> dg.MaterializeResult:
     """Groups each cell's answers (one prompt, one target) into classes of equivalent answers
     with the set's `variation.strategy`, stored as `semantic_cluster` groups (the medoid is the
     `representative`). Refusals form one class `refused`; transient failures are excluded."""
-    report = _run(context, database, embedding, VariationService.equivalence_classes)
+    report = run_step(context, database, embedding, VariationService.equivalence_classes, llm)
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": len(report.rows),
@@ -67,8 +75,9 @@ def answer_equivalence_classes(
             "strategy": report.strategy,
             "settings": dg.MetadataValue.json(report.settings),
             "groups": dg.MetadataValue.json(report.groups),
+            **report.usage,  # the judge's calls (strategy entailment)
             "cells": md_table(report.rows),
-            **_csv(exports, "classes", context.partition_key, report.rows),
+            **csv_metadata(exports, "classes", context.partition_key, report.rows),
         }
     )
 
@@ -80,9 +89,10 @@ def sample_dispersion(
     embedding: EmbeddingResource,
     exports: ExportsResource,
 ) -> dg.MaterializeResult:
-    """Per cell: semantic entropy (and normalised), classes, modal share, raw and parsed
-    agreement, SEU and Vendi (with `embed: on`), mean length and refusal share."""
-    report = _run(context, database, embedding, VariationService.dispersion)
+    """Per cell: semantic entropy (and normalised), likelihood-based semantic entropy (where
+    log-probabilities were captured), classes, modal share, raw and parsed agreement, SEU and
+    Vendi (with `embed: on`), mean length and refusal share."""
+    report = run_step(context, database, embedding, VariationService.dispersion)
     per_target = report.per_target()
     columns = [
         "prompt",
@@ -92,6 +102,7 @@ def sample_dispersion(
         "classes",
         m.SEMANTIC_ENTROPY,
         m.NORMALIZED_SEMANTIC_ENTROPY,
+        m.LIKELIHOOD_SEMANTIC_ENTROPY,
         m.MODAL_SHARE,
         m.PARSED_AGREEMENT,
         m.SEU,
@@ -113,16 +124,16 @@ def sample_dispersion(
             },
             "embedding_metrics": report.embeddings,
             "values_stored": report.written,
-            "heatmap": _image(
+            "heatmap": image(
                 variation_charts.entropy_heatmap(report.rows, prompts, targets),
                 "semantic entropy per prompt and target",
             ),
-            "per_target": _image(
+            "per_target": image(
                 variation_charts.target_summary_chart(per_target),
                 "mean semantic entropy and parsed agreement per target",
             ),
             "cells": md_table(rows),
-            **_csv(exports, "dispersion", context.partition_key, rows),
+            **csv_metadata(exports, "dispersion", context.partition_key, rows),
         }
     )
 
@@ -133,10 +144,11 @@ def cross_target_agreement(
     database: DatabaseResource,
     embedding: EmbeddingResource,
     exports: ExportsResource,
+    llm: LLMProvidersResource,
 ) -> dg.MaterializeResult:
     """Per prompt and pair of targets, over classes pooled across the targets: Jensen-Shannon
     divergence (base 2), cross agreement and modal agreement."""
-    report = _run(context, database, embedding, VariationService.agreement)
+    report = run_step(context, database, embedding, VariationService.agreement, llm)
     modal = [{"prompt": p, **answers} for p, answers in report.modal_answers.items()]
     return dg.MaterializeResult(
         metadata={
@@ -144,9 +156,10 @@ def cross_target_agreement(
             "mean_jsd": rounded(report.mean_jsd, 4),
             "prompts_with_modal_disagreement": len(report.disagreements),
             "values_stored": report.written,
+            **report.usage,
             "pairs": md_table(report.rows),
             "modal_answers": md_table(modal),
-            **_csv(exports, "agreement", context.partition_key, report.rows),
+            **csv_metadata(exports, "agreement", context.partition_key, report.rows),
         }
     )
 
@@ -157,11 +170,12 @@ def answer_drift(
     database: DatabaseResource,
     embedding: EmbeddingResource,
     exports: ExportsResource,
+    llm: LLMProvidersResource,
 ) -> dg.MaterializeResult:
     """Per cell, this run against its baseline run (`variation.baseline`: the previous run by
     default): JSD, modal change, entropy and length deltas, centroid shift (with `embed: on`)
     and a permutation-test p-value. Nothing to compare on a set's first run."""
-    report = _run(context, database, embedding, VariationService.drift)
+    report = run_step(context, database, embedding, VariationService.drift, llm)
     if report.baseline is None:
         return dg.MaterializeResult(
             metadata={"dagster/row_count": 0, "baseline": "none: this is the set's first run"}
@@ -174,15 +188,16 @@ def answer_drift(
             "mean_drift_jsd": rounded(report.mean_jsd, 4),
             "cells_with_modal_change": sum(1 for r in report.rows if r[m.MODAL_CHANGED]),
             "values_stored": report.written,
-            "class_shares": _image(
+            **report.usage,
+            "class_shares": image(
                 variation_charts.drift_shares_chart(report.shares, cells, report.baseline),
                 "answer classes per run for the most drifting cells",
             ),
-            "drift_over_time": _image(
+            "drift_over_time": image(
                 variation_charts.drift_history_chart(report.history), "mean drift JSD per run"
             ),
             "cells": md_table(report.rows),
-            **_csv(exports, "drift", context.partition_key, report.rows),
+            **csv_metadata(exports, "drift", context.partition_key, report.rows),
         }
     )
 
@@ -190,7 +205,7 @@ def answer_drift(
 # --- checks ----------------------------------------------------------------------------------
 
 
-def _check(context, database, embedding, name: str, severity) -> dg.AssetCheckResult:
+def check_result(context, database, embedding, name: str, severity) -> dg.AssetCheckResult:
     checks = open_checks(
         database.get_connection(), context.partition_key, root_run_id(context), embedding
     )
@@ -209,26 +224,26 @@ ERROR, WARN = dg.AssetCheckSeverity.ERROR, dg.AssetCheckSeverity.WARN
 @dg.asset_check(asset=answer_equivalence_classes, blocking=True, **CHECK)
 def every_answer_in_one_class(context, database: DatabaseResource, embedding: EmbeddingResource):
     """Each answer of the run is in exactly one class of its cell, for the set's strategy."""
-    return _check(context, database, embedding, "every_answer_in_one_class", ERROR)
+    return check_result(context, database, embedding, "every_answer_in_one_class", ERROR)
 
 
 @dg.asset_check(asset=sample_dispersion, blocking=True, **CHECK)
 def dispersion_in_bounds(context, database: DatabaseResource, embedding: EmbeddingResource):
     """0 <= semantic entropy <= ln n, 1 <= Vendi <= n, 1 <= classes <= n for every cell."""
-    return _check(context, database, embedding, "dispersion_in_bounds", ERROR)
+    return check_result(context, database, embedding, "dispersion_in_bounds", ERROR)
 
 
 @dg.asset_check(asset=sample_dispersion, **CHECK)
 def deterministic_targets_stable(context, database: DatabaseResource, embedding: EmbeddingResource):
     """WARN (a finding, not an error): targets at temperature 0 or with a fixed seed whose
     answers to a prompt vary."""
-    return _check(context, database, embedding, "deterministic_targets_stable", WARN)
+    return check_result(context, database, embedding, "deterministic_targets_stable", WARN)
 
 
 @dg.asset_check(asset=sample_dispersion, **CHECK)
 def enough_samples_for_entropy(context, database: DatabaseResource, embedding: EmbeddingResource):
     """WARN for cells with fewer than 5 answers: their semantic entropy is biased low."""
-    return _check(context, database, embedding, "enough_samples_for_entropy", WARN)
+    return check_result(context, database, embedding, "enough_samples_for_entropy", WARN)
 
 
 @dg.asset_check(asset=cross_target_agreement, **CHECK)
@@ -236,14 +251,14 @@ def targets_agree_on_modal_answer(
     context, database: DatabaseResource, embedding: EmbeddingResource
 ):
     """WARN listing the prompts on which targets' most frequent answers differ."""
-    return _check(context, database, embedding, "targets_agree_on_modal_answer", WARN)
+    return check_result(context, database, embedding, "targets_agree_on_modal_answer", WARN)
 
 
 @dg.asset_check(asset=answer_drift, **CHECK)
 def no_significant_drift(context, database: DatabaseResource, embedding: EmbeddingResource):
     """WARN for cells whose modal answer changed with JSD >= 0.2 and p < 0.05 against the
     baseline run (listed with the answers before and after); names cells too small to test."""
-    return _check(context, database, embedding, "no_significant_drift", WARN)
+    return check_result(context, database, embedding, "no_significant_drift", WARN)
 
 
 VARIATION_ASSETS = [

@@ -1,6 +1,7 @@
 """Database layer: v1 (legacy) and v2 models, portable types, connection, and one repository per
 concern. All SQL of the project lives in this package."""
 
+from .answer_clusters import ANSWER_CLUSTER, ANSWER_CLUSTERING, AnswerClusterRepository
 from .connection import DatabaseConnection, normalize_url
 from .groups import GroupRepository
 from .inference_repository import InferenceRepository
@@ -35,6 +36,9 @@ from .variation_results import HistoryPoint, VariationResultRepository, validate
 from .vector_store import StoredEmbedding, StoredVector, VectorStore, validate_embedding
 
 __all__ = [
+    "ANSWER_CLUSTER",
+    "ANSWER_CLUSTERING",
+    "AnswerClusterRepository",
     "CALL_STATUSES",
     "CallArtifact",
     "CallRow",

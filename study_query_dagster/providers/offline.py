@@ -3,7 +3,9 @@
 The reply is derived from the whole request (messages, params, sample index) and starts with
 "[offline]", so nobody mistakes it for a model's answer — unless the request scripts it:
 `offline_answers` gives exact answer quotas by sample index (known-answer tests of the
-variation metrics). Token counts are whitespace words.
+variation metrics), and `offline_judge` makes it a deterministic entailment judge
+(`offline_judge.py`). Token counts are whitespace words. Log-probabilities, when asked for,
+are derived from the request; a scripted answer's are known: SCRIPTED_LOGPROB per token.
 Optional simulated latency and failures are deterministic too: each is drawn from a generator
 seeded by the request and by how many times this provider has seen that request, so a drill
 replays identically and a retried request can succeed where its first attempt failed.
@@ -25,6 +27,7 @@ from .base import (
     ProviderError,
     ProviderResponse,
 )
+from .offline_judge import JUDGE_PARAM, judge_reply
 
 DEFAULT_MODEL = "offline-echo"
 FAILURE_KINDS = ("rate_limit", "server_error", "timeout")
@@ -51,12 +54,17 @@ def words(text: str) -> int:
 # Scripted mode: params["offline_answers"] = {answer: count, ...} (one prompt's quota, see
 # services/prompt_sets/scripting.py) makes the reply the scripted answer of the sample.
 SCRIPT_PARAM = "offline_answers"
+# Each token of a scripted answer has this log-probability, so an answer's likelihood is known
+# (words x SCRIPTED_LOGPROB) and likelihood-based semantic entropy has a known value.
+SCRIPTED_LOGPROB = -0.25
 
 
 def scripted_answer(quota: Any, sample_index: int | None) -> str:
     """Sample i's answer: position i (0 when None) in the quota's answers repeated by their
-    counts, in the order written, cycling past the end: ten samples of {Canberra: 7, Sydney: 3}
-    are exactly seven "Canberra" then three "Sydney"."""
+    counts, most frequent first (ties in code-point order of the answers), cycling past the
+    end: ten samples of {Canberra: 7, Sydney: 3} are exactly seven "Canberra" then three
+    "Sydney". Not the order written: a prompt set stored as PostgreSQL JSONB loses its key
+    order, and a run must send the same answers on either backend."""
     if (
         not isinstance(quota, dict)
         or not quota
@@ -66,7 +74,7 @@ def scripted_answer(quota: Any, sample_index: int | None) -> str:
             f"offline: {SCRIPT_PARAM} must map answers to positive counts (got {quota!r})"
         )
     position = (sample_index or 0) % sum(quota.values())
-    for answer, count in quota.items():
+    for answer, count in sorted(quota.items(), key=lambda item: (-item[1], item[0])):
         if position < count:
             return answer
         position -= count
@@ -189,14 +197,16 @@ def _reply(
         }
         return {"role": "assistant", "content": None, "tool_calls": [call]}, "tool_calls"
     quota = params.get(SCRIPT_PARAM)
-    if quota is not None:  # scripted answers: exact shares across a cell's samples
+    if params.get(JUDGE_PARAM) is not None:  # a scripted entailment judge
+        text = judge_reply(params[JUDGE_PARAM], _text(last))
+    elif quota is not None:  # scripted answers: exact shares across a cell's samples
         text = scripted_answer(quota, sample_index)
     elif last.get("role") == "tool":
         text = f"[offline] reply {digest[:8]} to tool result: {_text(last)[:500]}"
     else:
         last_user = next((_text(m) for m in reversed(chat) if m.get("role") == "user"), "")
         text = f"[offline] reply {digest[:8]} to: {last_user[:500]}"
-    if sample_index is not None and quota is None:
+    if sample_index is not None and quota is None and params.get(JUDGE_PARAM) is None:
         text += f" (sample {sample_index})"
     finish = "stop"
     max_tokens = params.get("max_tokens") or params.get("max_completion_tokens")
@@ -246,10 +256,11 @@ def _logprobs(text: str, digest: str, params: dict[str, Any]) -> dict[str, Any]:
     before it), derived from the request so that they repeat exactly."""
     rng = random.Random(f"logprobs:{digest}")
     top = params.get("top_logprobs") or 0
+    scripted = params.get(SCRIPT_PARAM) is not None
     tokens = [t if i == 0 else f" {t}" for i, t in enumerate(text.split(" "))] if text else []
     content = []
     for token in tokens:
-        logprob = -round(rng.random() * 2.0, 6)
+        logprob = SCRIPTED_LOGPROB if scripted else -round(rng.random() * 2.0, 6)
         alternatives = [{"token": token, "logprob": logprob, "bytes": list(token.encode())}]
         for k in range(1, top):
             alt = f"{token.strip()}~{k}"

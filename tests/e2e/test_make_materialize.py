@@ -48,7 +48,10 @@ def test_samples_materialize_and_a_bad_file_fails_the_command(tmp_path):
         assert str(report) in done.stdout
     db = DatabaseConnection(f"sqlite:///{tmp_path / 'app.db'}")
     with db.session_scope() as session:
-        calls = session.scalar(select(func.count()).where(RawCall.modality == "text"))
+        # Answers only: variation_calibration's scripted judge is called by the analysis.
+        calls = session.scalar(
+            select(func.count()).where(RawCall.modality == "text", RawCall.model != "offline-judge")
+        )
     db.dispose()
     assert calls == sum(loaded.prompt_set.expected_calls for loaded in valid.values())
 

@@ -88,6 +88,23 @@ async def test_scripted_answers_follow_the_quota_by_sample_index():
     assert first.completion_tokens == 1
 
 
+async def test_scripted_answers_do_not_depend_on_the_order_written():
+    """Most frequent first, ties in code-point order: a prompt set stored as PostgreSQL JSONB
+    comes back with its keys in another order, and must still send the same answers."""
+    provider = OfflineProvider()
+
+    async def answers(quota):
+        return [
+            (await provider.complete("q", sample_index=i, offline_answers=quota)).text
+            for i in range(sum(quota.values()))
+        ]
+
+    written = {"Sydney": 1, "Mars": 2, "Canberra": 3, "Jupiter": 2}
+    expected = ["Canberra"] * 3 + ["Jupiter"] * 2 + ["Mars"] * 2 + ["Sydney"]
+    assert await answers(written) == expected
+    assert await answers(dict(reversed(written.items()))) == expected
+
+
 @pytest.mark.parametrize("quota", [{}, {"Canberra": 0}, ["Canberra"], {"Canberra": "7"}])
 async def test_malformed_scripts_are_refused(quota):
     with pytest.raises(ValueError, match="offline_answers must map answers to positive counts"):

@@ -98,7 +98,8 @@ def test_runs_scripted_in_turn():
 @pytest.mark.parametrize(
     ("block", "line", "fragment"),
     [
-        ("variation: {strategy: entailment}", "variation.strategy", "'exact' or 'embedding'"),
+        ("variation: {strategy: nli}", "variation.strategy", "'embedding' or 'entailment'"),
+        ("variation: {strategy: entailment}", "variation.judge", "entailment needs a judge"),
         ("variation: {strategy: embedding}", "variation.strategy", "set 'embed: on'"),
         (
             "variation: {threshold: 0.2}",
@@ -118,3 +119,93 @@ def test_variation_block_mistakes(block, line, fragment):
 def test_embedding_strategy_with_embed_on():
     prompt_set = parse(BASE + "embed: on\nvariation: {strategy: embedding, threshold: 0.2}\n")
     assert prompt_set.variation.effective_threshold == 0.2
+
+
+JUDGED = (
+    BASE
+    + """\
+variation:
+  strategy: entailment
+  judge: {provider: offline, model: offline-judge, params: {offline_judge: true}}
+"""
+)
+
+
+def test_references_and_an_entailment_judge():
+    text = JUDGED.replace(
+        "text: What is the capital of Australia?",
+        "text: What is the capital of Australia?\n    reference: Canberra",
+    ).replace(
+        "text: Which is the longest river of Australia?",
+        "text: Which is the longest river of Australia?\n    reference: [Murray, 2508]",
+    )
+    prompt_set = parse(text)
+    assert [p.reference for p in prompt_set.prompts] == [["Canberra"], ["Murray", "2508"]]
+    variation = prompt_set.variation
+    assert variation.strategy == "entailment" and variation.strict_entailment
+    assert variation.judge.describe() == {
+        "provider": "offline",
+        "model": "offline-judge",
+        "params": {"offline_judge": True},
+    }
+    assert variation.correctness == "exact" and variation.coverages == (0.5, 0.8)
+    # References are not sent: the work items are those of the set without them.
+    assert [i.params for i in prompt_set.work_items()] == [
+        i.params for i in parse(JUDGED).work_items()
+    ]
+    assert prompt_set.content_hash() != parse(JUDGED).content_hash()
+
+
+@pytest.mark.parametrize(
+    ("change", "line", "fragment"),
+    [
+        (("strategy: entailment\n", "strategy: exact\n"), "variation.judge", "only called by"),
+        (
+            ("strategy: entailment\n", "strategy: exact\n  strict: false\n"),
+            "variation.strict",
+            "only applies to strategy entailment",
+        ),
+        (
+            ("provider: offline, model: offline-judge", "provider: openai, model: gpt-4o-mini"),
+            "variation.judge.params.offline_judge",
+            "for provider offline only",
+        ),
+        (
+            ("offline_judge: true", "offline_judge: {meaning: {}}"),
+            "variation.judge.params.offline_judge",
+            "unknown key(s) ['meaning']",
+        ),
+        (
+            ("offline_judge: true", "temprature: 0"),
+            "variation.judge.params.temprature",
+            "did you mean 'temperature'",
+        ),
+        (("model: offline-judge, ", ""), "variation.judge.model", "needs 'model'"),
+    ],
+)
+def test_judge_mistakes_at_their_line(change, line, fragment):
+    (message,) = problems(JUDGED.replace(*change))
+    assert message.startswith(f"prompt_sets/scripted.yaml:17: {line}: ")
+    assert fragment in message
+
+
+def test_correctness_by_judge_needs_a_judge():
+    (message,) = problems(BASE + "variation: {correctness: judge}\n")
+    assert "variation.judge: correctness judge needs a judge" in message
+    assert parse(JUDGED + "  correctness: judge\n").variation.correctness == "judge"
+
+
+def test_clusters_need_embeddings_and_a_sensible_range():
+    (message,) = problems(BASE + "variation: {clusters: {k_max: 5}}\n")
+    assert "variation.clusters: answer clusters are found in embedding space" in message
+    off = parse(BASE + "variation: {clusters: {enabled: false}}\n")
+    assert not off.variation.clusters.enabled
+    (message,) = problems(BASE + "embed: on\nvariation: {clusters: {k_min: 6, k_max: 3}}\n")
+    assert "variation.clusters.k_min: k_min (6) is above k_max (3)" in message
+    on = parse(BASE + "embed: on\nvariation: {clusters: {method: hdbscan, window: 3}}\n")
+    assert on.variation.clusters.settings() == {
+        "method": "hdbscan",
+        "window": 3,
+        "seed": 0,
+        "min_cluster_size": 5,
+    }

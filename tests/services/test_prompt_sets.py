@@ -41,7 +41,13 @@ def load_text(tmp_path, text, name="set.yaml"):
 def test_shipped_samples_load_and_run_offline():
     valid, errors = discover_prompt_sets(SAMPLES)
     assert errors == {}
-    assert set(valid) == {"capitals", "country_facts", "follow-ups", *VARIATION_SAMPLES}
+    assert set(valid) == {
+        "capitals",
+        "country_facts",
+        "follow-ups",
+        *VARIATION_SAMPLES,
+        "variation_calibration",
+    }
     for loaded in valid.values():
         prompt_set = loaded.prompt_set
         assert {t.provider for t in prompt_set.targets} == {"offline"}

@@ -88,6 +88,13 @@ def _as_list(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
 
+def _as_references(value: Any) -> Any:
+    # `reference: 100` (YAML int) is the answer "100".
+    if isinstance(value, str | int | float) and not isinstance(value, bool):
+        return [value]
+    return value
+
+
 Slug = Annotated[str, AfterValidator(_check_slug)]
 Ident = Annotated[str, AfterValidator(_check_ident)]
 NonEmptyStr = Annotated[str, Field(min_length=1)]
@@ -112,6 +119,10 @@ class Prompt(_Strict):
     text: NonEmptyStr | None = None
     vars: dict[str, Scalar] | None = None
     messages: list[ChatMessage] | None = Field(None, min_length=1)
+    # Acceptable answers (one or several), for correctness and calibration; never sent.
+    reference: Annotated[list[NonEmptyStr] | None, BeforeValidator(_as_references)] = Field(
+        None, min_length=1, max_length=20
+    )
 
     @model_validator(mode="after")
     def _one_kind(self) -> Prompt:
@@ -317,6 +328,13 @@ class PromptSet(_Strict):
                 "variation.strategy",
                 "the embedding strategy compares the answers' embeddings: set 'embed: on' (or"
                 " use strategy exact)",
+            )
+        asked = "clusters" in self.variation.model_fields_set
+        if asked and self.variation.clusters.enabled and not self.embed.enabled:
+            raise FieldError(
+                "variation.clusters",
+                "answer clusters are found in embedding space: set 'embed: on' (or"
+                " clusters: {enabled: false})",
             )
         if info.context and info.context.get(DEFER_CROSS_CHECKS):
             return self  # the loader runs them itself, to report each with its line

@@ -8,8 +8,9 @@ quotas, so a variation metric has a known value.
 A list scripts successive runs of the set: entry i is used by its (i + 1)-th run, the last one
 by every later run. `for_run` picks the entry when a run starts (the run keeps the resolved
 script), and `quota_for` the prompt's quota for each work item: the offline provider then gives
-sample i the answer whose quota covers position i, in the order written
-(`providers.offline.scripted_answer`).
+sample i the answer whose quota covers position i, most frequent answers first, ties in
+code-point order (`providers.offline.scripted_answer`; not the order written, which a
+PostgreSQL JSONB copy of the set does not keep).
 """
 
 from __future__ import annotations

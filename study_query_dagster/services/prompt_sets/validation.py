@@ -23,7 +23,7 @@ from .models import (
     TargetParams,
 )
 from .parsing import locate
-from .variation import VariationConfig
+from .variation import ClusterConfig, ModelParams, ModelTarget, VariationConfig
 
 
 def validate(data: Any, root: yaml.Node | None, source: str) -> PromptSet:
@@ -132,6 +132,10 @@ def _model_at(model: type[BaseModel], loc: Loc) -> type[BaseModel] | None:
         (Prompt, "messages"): ChatMessage,
         (Target, "params"): TargetParams,
         (PromptSet, "variation"): VariationConfig,
+        (VariationConfig, "judge"): ModelTarget,
+        (VariationConfig, "clusters"): ClusterConfig,
+        (ClusterConfig, "summary"): ModelTarget,
+        (ModelTarget, "params"): ModelParams,
     }
     current: type[BaseModel] | None = model
     for part in loc:

@@ -6,20 +6,28 @@ targets disagree, and how answers drift between runs.
 | `normalize` | what `exact` equivalence compares |
 | `metrics` | the formulas (semantic entropy, agreement, SEU, Vendi, JSD, ...) |
 | `drift` | drift formulas and the permutation test |
-| `strategies` | `EquivalenceStrategy`: `exact`, `embedding` (and the place for more) |
+| `strategies` | `EquivalenceStrategy`: `exact`, `embedding`; `STRATEGIES`, `strategy_for_config` |
+| `entailment`, `judge` | the `entailment` strategy and its LLM judge (`InferenceJudge`) |
 | `embedder` | `Embedder` over an `EmbeddingService` |
 | `config` | `VariationConfig`, a prompt set's `variation:` block |
 | `cells`, `scope` | a run's cells (prompt x target) from its calls; the run and its baseline |
 | `classes`, `stored` | classified cells; classes as `semantic_cluster` groups and back |
 | `measures` | classified cells -> `MetricValue`s with their n |
-| `service` | `VariationService`: the four computations, stored in `variation_results` |
-| `reports`, `checks`, `charts` | what the assets show and check |
+| `service` | `VariationService`: the five computations, stored in `variation_results` |
+| `correctness`, `calibration`, `calibrate` | right answers against references; AUROC, accuracy at coverage; a run's calibration |
+| `clustering`, `answer_clusters` | scikit-learn clustering of answer embeddings; `AnswerClusterService` |
+| `reports`, `checks`, `charts`, `analysis_charts` | what the assets show and check |
+| `runner` | the entry points the assets call (`measure`, `cluster_answers`, `open_checks`) |
 """
 
 from ..prompt_sets.variation import VariationConfig
+from .answer_clusters import AnswerClusterService, ClusterSummarizer
 from .cells import REFUSED, Answer, Cell, cells_from_calls
 from .classes import ClassifiedCell, classify
+from .correctness import Grader
 from .embedder import Embedder, EmbeddingServiceEmbedder
+from .entailment import EntailmentStrategy
+from .judge import InferenceJudge, Judge
 from .measures import METHOD_VERSION, MetricValue
 from .normalize import normalize_answer
 from .scope import RunScope, find_baseline, load_cells, run_scope
@@ -32,10 +40,18 @@ from .strategies import (
     ExactStrategy,
     Partition,
     build_strategy,
+    strategy_for_config,
 )
 
 __all__ = [
     "METHOD_VERSION",
+    "AnswerClusterService",
+    "ClusterSummarizer",
+    "EntailmentStrategy",
+    "Grader",
+    "InferenceJudge",
+    "Judge",
+    "strategy_for_config",
     "REFUSED",
     "STRATEGIES",
     "Answer",

@@ -5,11 +5,15 @@ call (the earliest, should there be several); else, when the provider refused it
 refused request) or answered with `finish_reason: content_filter`, a member of the extra class
 `refused`; else (rate limits, outages, timeouts, cancellations: nothing was answered) it is
 excluded and counted in `excluded`.
+
+An answer also carries its likelihood when the call captured log-probabilities: the sum of its
+tokens' log-probabilities (what likelihood-based semantic entropy weighs answers by).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +28,7 @@ class Answer:
     sample_index: int
     text: str  # "" for a refusal
     refused: bool = False
+    logprob: float | None = None  # sum of the answer's token log-probabilities, if captured
 
 
 @dataclass
@@ -32,6 +37,7 @@ class Cell:
     target: str
     answers: list[Answer] = field(default_factory=list)  # by sample index
     excluded: int = 0  # items whose calls all failed for transient reasons
+    question: str = ""  # the prompt as sent (its last user message), for a judge to read
 
     @property
     def key(self) -> tuple[str, str]:
@@ -57,10 +63,24 @@ def _is_refusal(call: Any) -> bool:
     return call.status == "failed" and (call.error_json or {}).get("type") in REFUSAL_ERROR_TYPES
 
 
-def cells_from_calls(calls: Iterable[Any]) -> list[Cell]:
+def logprob_sum(logprobs: Any) -> float | None:
+    """The sum of the token log-probabilities of an OpenAI-shaped `logprobs` object
+    ({"content": [{"logprob": ...}, ...]}); None when there are none or one is not finite."""
+    content = logprobs.get("content") if isinstance(logprobs, Mapping) else None
+    if not isinstance(content, list) or not content:
+        return None
+    values = [t.get("logprob") if isinstance(t, Mapping) else None for t in content]
+    if not all(isinstance(v, int | float) and math.isfinite(v) for v in values):
+        return None
+    return float(math.fsum(values))
+
+
+def cells_from_calls(calls: Iterable[Any], logprobs: Mapping[int, Any] | None = None) -> list[Cell]:
     """The cells of a run from its text calls (`RawCall`s: every attempt of every execution),
     in order of first appearance of (prompt, target). Calls without a prompt id and target in
-    their metadata (not made by a prompt-set run) are ignored."""
+    their metadata (not made by a prompt-set run) are ignored. `logprobs` gives the
+    log-probabilities of calls that keep them outside their response (a large artifact)."""
+    logprobs = logprobs or {}
     items: dict[tuple[str, str, int], list[Any]] = {}
     for call in sorted(calls, key=lambda c: c.id):
         meta = call.metadata_json or {}
@@ -82,8 +102,12 @@ def cells_from_calls(calls: Iterable[Any]) -> list[Cell]:
         if _is_refusal(final):
             cell.answers.append(Answer(final.id, sample, "", refused=True))
         elif success is not None:
-            text = (success.response_json or {}).get("text")
-            cell.answers.append(Answer(success.id, sample, text if isinstance(text, str) else ""))
+            response = success.response_json or {}
+            text = response.get("text")
+            likelihood = logprob_sum(logprobs.get(success.id, response.get("logprobs")))
+            cell.answers.append(
+                Answer(success.id, sample, text if isinstance(text, str) else "", False, likelihood)
+            )
         else:
             cell.excluded += 1
     for cell in cells.values():

@@ -18,6 +18,7 @@ from ...db import (
     VariationResultRepository,
 )
 from . import measures as m
+from .calibrate import CORRECT
 from .drift import min_attainable_p
 from .metrics import TOLERANCE
 from .scope import RUN_GROUP, RunScope, load_cells
@@ -90,13 +91,13 @@ class VariationChecks:
         )
 
     def dispersion_in_bounds(self) -> CheckOutcome:
-        """0 <= SE <= ln n, 1 <= Vendi <= n, 1 <= K <= n."""
+        """0 <= SE (discrete or likelihood-based) <= ln n, 1 <= Vendi <= n, 1 <= K <= n."""
         violations = []
-        for (prompt, target, _), cell in _cells(
-            self._latest((m.SEMANTIC_ENTROPY, m.VENDI, m.NUM_CLASSES))
-        ).items():
+        measured = (m.SEMANTIC_ENTROPY, m.LIKELIHOOD_SEMANTIC_ENTROPY, m.VENDI, m.NUM_CLASSES)
+        for (prompt, target, _), cell in _cells(self._latest(measured)).items():
             bounds = {
                 m.SEMANTIC_ENTROPY: lambda n: (0.0, math.log(n)),
+                m.LIKELIHOOD_SEMANTIC_ENTROPY: lambda n: (0.0, math.log(n)),
                 m.VENDI: lambda n: (1.0, float(n)),
                 m.NUM_CLASSES: lambda n: (1.0, float(n)),
             }
@@ -230,4 +231,36 @@ class VariationChecks:
             description=text,
             rows=drifted,
             numbers={"drifted_cells": len(drifted), "untestable_cells": len(untestable)},
+        )
+
+    def calibration_has_both_classes(self) -> CheckOutcome:
+        """AUROC needs right and wrong cells: per target, are there both?"""
+        counts: dict[str, list[int]] = {}  # target -> [right, wrong]
+        for row in self._latest((CORRECT,)):
+            counts.setdefault(row.target, [0, 0])[0 if row.value == 1.0 else 1] += 1
+        if not counts:
+            return CheckOutcome(True, "no prompt has reference answers: nothing to calibrate")
+        one_class = [
+            {
+                "target": target,
+                "cells": right + wrong,
+                "right": right,
+                "wrong": wrong,
+                "why": "all right" if not wrong else "all wrong",
+            }
+            for target, (right, wrong) in counts.items()
+            if not right or not wrong
+        ]
+        if one_class:
+            text = (
+                f"AUROC is undefined for {len(one_class)} of {len(counts)} targets: their cells"
+                f" are all right or all wrong ({', '.join(r['target'] for r in one_class)})"
+            )
+        else:
+            text = f"every target ({len(counts)}) has right and wrong cells"
+        return CheckOutcome(
+            passed=not one_class,
+            description=text,
+            rows=one_class,
+            numbers={"targets": len(counts), "one_class_targets": len(one_class)},
         )

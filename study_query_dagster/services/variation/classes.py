@@ -4,10 +4,12 @@
 partition), so class k means the same answer in each of them: one cell alone for its own
 classes, every target of a prompt for cross-target agreement, a cell's two runs for drift.
 Refusals of all the cells form one extra class, after the strategy's classes.
+`classify_each` classifies many pools at once (a judge's calls for different cells overlap).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -58,7 +60,9 @@ async def classify(cells: Sequence[Cell], strategy: EquivalenceStrategy) -> list
             if not answer.refused:
                 texts.append(answer.text)
                 owners.append((c, a))
-    partition = await strategy.partition(texts) if texts else None
+    # Pooled cells answer one prompt (a cell alone, a prompt's targets, a cell's two runs).
+    question = next((cell.question for cell in cells if cell.question), None)
+    partition = await strategy.partition(texts, question) if texts else None
     answered = partition.num_classes if partition else 0
     refused_class = answered if any(cell.refusals for cell in cells) else None
     num_classes = answered + (1 if refused_class is not None else 0)
@@ -93,3 +97,21 @@ async def classify(cells: Sequence[Cell], strategy: EquivalenceStrategy) -> list
             )
         )
     return out
+
+
+# Pools classified at once by `classify_each`: a strategy that calls a model (the judge) has
+# this many cells' conversations in flight, within the provider's own concurrency limit.
+CONCURRENT_POOLS = 16
+
+
+async def classify_each(
+    pools: Sequence[Sequence[Cell]], strategy: EquivalenceStrategy
+) -> list[list[ClassifiedCell]]:
+    """`classify` of each pool, concurrently; results in the order of `pools`."""
+    gate = asyncio.Semaphore(CONCURRENT_POOLS)
+
+    async def one(pool: Sequence[Cell]) -> list[ClassifiedCell]:
+        async with gate:
+            return await classify(pool, strategy)
+
+    return list(await asyncio.gather(*(one(pool) for pool in pools)))

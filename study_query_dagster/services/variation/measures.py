@@ -40,6 +40,9 @@ CELL_METRICS = (
     REFUSAL_SHARE,
 )
 
+# Only where every answer of the cell captured log-probabilities.
+LIKELIHOOD_SEMANTIC_ENTROPY = "likelihood_semantic_entropy"
+
 JSD = "jsd"
 CROSS_AGREEMENT = "cross_agreement"
 MODAL_AGREEMENT = "modal_agreement"
@@ -112,7 +115,24 @@ def cell_metrics(cell: ClassifiedCell, vectors: np.ndarray | None = None) -> lis
     if vectors is not None and len(vectors):
         out += value(SEU, metrics.seu(vectors), len(vectors))
         out += value(VENDI, metrics.vendi(vectors), len(vectors))
+    out += likelihood_value(cell)
     return out
+
+
+def likelihood_value(cell: ClassifiedCell) -> list[MetricValue]:
+    """Likelihood-based semantic entropy over the cell's answers (refusals left out: they have
+    no likelihood), when each of them has one; n counts those answers."""
+    answered = [
+        (label, a.logprob)
+        for a, label in zip(cell.cell.answers, cell.labels, strict=True)
+        if not a.refused
+    ]
+    if not answered or any(logprob is None for _, logprob in answered):
+        return []
+    labels, logprobs = zip(*answered, strict=True)
+    number = metrics.likelihood_semantic_entropy(labels, logprobs)
+    c = cell.cell
+    return [MetricValue(c.prompt_id, c.target, LIKELIHOOD_SEMANTIC_ENTROPY, number, len(labels))]
 
 
 def pair_metrics(a: ClassifiedCell, b: ClassifiedCell) -> list[MetricValue]:

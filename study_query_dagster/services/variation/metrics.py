@@ -6,6 +6,10 @@ Per cell (one prompt sent to one target n times), with p_k the share of class k:
   Kuhn et al. 2023 / Farquhar et al., Nature 2024); 0 when every answer is in one class, ln n when
   all n differ. `normalized_semantic_entropy` = SE / ln n (n >= 2).
 - `num_classes` K, `modal_share` max p_k.
+- `likelihood_semantic_entropy` (Kuhn et al. 2023): the answers' likelihoods (each the sum of
+  its token log-probabilities) summed per class and normalised over the sampled answers give
+  p_c; then -sum p_c ln p_c. In [0, ln K]; equal to the discrete one when every answer is
+  equally likely.
 - `raw_agreement` / `parsed_agreement` (Atil et al. 2024): 1 when all n raw / normalised answers
   are identical, else 0.
 - `seu` = 1 - mean pairwise cosine similarity of the answers' embeddings (n >= 2).
@@ -23,7 +27,7 @@ import math
 from collections.abc import Hashable, Sequence
 
 import numpy as np
-from scipy.special import entr, rel_entr
+from scipy.special import entr, logsumexp, rel_entr
 
 # Values within this distance of a bound count as on it (floating-point rounding of sums).
 TOLERANCE = 1e-9
@@ -53,6 +57,25 @@ def _entropy(weights: np.ndarray) -> float:
 def semantic_entropy(counts: Sequence[int] | np.ndarray) -> float:
     """-sum p_k ln p_k of the class counts (nats)."""
     return _entropy(_counts_array(counts))
+
+
+def likelihood_semantic_entropy(labels: Sequence[Hashable], log_likelihoods) -> float:
+    """-sum_c p_c ln p_c with p_c = sum of exp(log-likelihood) over the answers of class c,
+    divided by the sum over every answer (computed in log space: long answers have
+    likelihoods far below the smallest float)."""
+    values = np.asarray(log_likelihoods, dtype=float)
+    if values.ndim != 1 or values.size == 0 or values.size != len(labels):
+        raise ValueError(
+            f"one log-likelihood per answer is needed ({len(labels)} answers, {values.size} values)"
+        )
+    if not np.all(np.isfinite(values)):
+        raise ValueError("log-likelihoods must be finite")
+    total = logsumexp(values)
+    classes = list(class_counts(labels))
+    per_class = np.array(
+        [logsumexp(values[[k == c for k in labels]]) - total for c in classes], dtype=float
+    )
+    return float(entr(np.exp(per_class)).sum())
 
 
 def normalized_semantic_entropy(counts: Sequence[int] | np.ndarray) -> float | None:

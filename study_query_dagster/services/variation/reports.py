@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from . import measures as m
+from .calibrate import ACCURACY, CalibrationOutcome, GradedCell
 from .metrics import TOLERANCE
 
 
@@ -38,6 +39,7 @@ class ClassesReport:
     settings: dict[str, Any]
     rows: list[dict[str, Any]]  # per cell: prompt, target, n, excluded, refusals, classes, ...
     groups: dict[str, int]  # kept / removed / created semantic_cluster groups
+    usage: dict[str, int] = field(default_factory=dict)  # a judge's calls, for entailment
 
     @property
     def answers(self) -> int:
@@ -94,6 +96,7 @@ class AgreementReport:
     rows: list[dict[str, Any]]  # per prompt and pair of targets
     modal_answers: dict[str, dict[str, str]]  # prompt -> target -> modal answer (pooled)
     written: int
+    usage: dict[str, int] = field(default_factory=dict)  # a judge's calls, for entailment
 
     @property
     def disagreements(self) -> list[str]:
@@ -117,6 +120,7 @@ class DriftReport:
     shares: dict[tuple[str, str], list[tuple[str, float, float]]] = field(default_factory=dict)
     history: list[tuple[datetime, float]] = field(default_factory=list)  # (run, mean JSD)
     written: int = 0
+    usage: dict[str, int] = field(default_factory=dict)  # a judge's calls, for entailment
 
     @property
     def mean_jsd(self) -> float | None:
@@ -125,3 +129,55 @@ class DriftReport:
     def most_drifting(self, limit: int = 6) -> list[tuple[str, str]]:
         ranked = sorted(self.rows, key=lambda r: (-r[m.DRIFT_JSD], r["prompt"], r["target"]))
         return [(r["prompt"], r["target"]) for r in ranked[:limit] if r[m.DRIFT_JSD] > 0]
+
+
+@dataclass
+class CalibrationReport:
+    correctness: str  # exact | contains | judge
+    outcome: CalibrationOutcome
+    graded: list[GradedCell]  # per cell with references
+    written: int
+    prompts_with_reference: int
+    usage: dict[str, int] = field(default_factory=dict)  # the judge's calls (correctness judge)
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        return self.outcome.rows
+
+    @property
+    def cell_rows(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "prompt": g.prompt_id,
+                "target": g.target,
+                "n": g.n,
+                "answer": g.answer,
+                "correct": g.correct,
+                "answer_accuracy": round(g.answer_accuracy, 4),
+                **{k: round(v, 4) for k, v in g.scores.items()},
+            }
+            for g in self.graded
+        ]
+
+    @property
+    def accuracy(self) -> float | None:
+        return _mean([float(g.correct) for g in self.graded])
+
+    def value(self, target: str, metric: str) -> float | None:
+        row = next((r for r in self.rows if r["target"] == target), None)
+        return row.get(metric) if row is not None else None
+
+    @property
+    def overall(self) -> dict[str, Any]:
+        """The row over every target (the only target's row when there is one)."""
+        if not self.rows:
+            return {}
+        return next((r for r in self.rows if r["target"] == "*"), self.rows[0])
+
+    @property
+    def both_classes(self) -> bool:
+        return bool(self.rows) and all(0 < r["wrong"] < r["cells"] for r in self.rows)
+
+    @property
+    def per_target_accuracy(self) -> dict[str, float]:
+        return {r["target"]: r[ACCURACY] for r in self.rows if r["target"] != "*"}

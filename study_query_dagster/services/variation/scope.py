@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 
 from ...db import DatabaseConnection, Group, GroupRepository, RawCallRepository
 from ..prompt_sets import PromptSet
@@ -48,6 +49,24 @@ class RunScope:
             if target.params.temperature == 0 or _fixed_seed(self.prompt_set, target)
         ]
 
+    @cached_property
+    def _prompts(self) -> dict:
+        return {p.id: p for p in self.prompt_set.prompts}
+
+    def question(self, prompt_id: str) -> str:
+        """What the prompt asks, as sent: its last user message ("" for an unknown prompt).
+        A judge reads this; the earlier turns of a multi-turn prompt are not shown to it."""
+        prompt = self._prompts.get(prompt_id)
+        if prompt is None:
+            return ""
+        messages = self.prompt_set.prompt_messages(prompt)
+        return next((str(m["content"]) for m in reversed(messages) if m["role"] == "user"), "")
+
+    def references(self, prompt_id: str) -> list[str] | None:
+        """The prompt's reference answers, None when it has none."""
+        prompt = self._prompts.get(prompt_id)
+        return list(prompt.reference) if prompt is not None and prompt.reference else None
+
     def order(self, cells: list[Cell]) -> list[Cell]:
         """Cells in prompt-set order (prompt, then target); cells the set no longer names last."""
         rank = {
@@ -71,8 +90,17 @@ def run_scope(group: Group) -> RunScope:
 
 def load_cells(db: DatabaseConnection, scope: RunScope) -> list[Cell]:
     with db.session_scope() as session:
-        calls = RawCallRepository(session).calls_in_group(scope.run_group_id, modality="text")
-        return scope.order(cells_from_calls(calls))
+        repo = RawCallRepository(session)
+        calls = repo.calls_in_group(scope.run_group_id, modality="text")
+        large = {
+            c.id: repo.logprobs(c.id)
+            for c in calls
+            if c.status == "success" and (c.response_json or {}).get("logprobs_artifact")
+        }
+        cells = scope.order(cells_from_calls(calls, large))
+    for cell in cells:
+        cell.question = scope.question(cell.prompt_id)
+    return cells
 
 
 def find_baseline(db: DatabaseConnection, scope: RunScope) -> Group | None:

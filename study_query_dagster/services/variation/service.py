@@ -1,10 +1,12 @@
 """`VariationService`: measures how a run's answers vary, and stores what it measured.
 
-Four computations, one per asset: `equivalence_classes` (a strategy's classes of each cell,
+Five computations, one per asset: `equivalence_classes` (a strategy's classes of each cell,
 stored as `semantic_cluster` groups), `dispersion` (per-cell metrics over those stored
-classes), `agreement` (per prompt and pair of targets, over classes pooled across targets) and
-`drift` (per cell against the baseline run, over classes pooled across the two runs). Every
-value goes to `variation_results` with n, strategy, settings and method version.
+classes), `agreement` (per prompt and pair of targets, over classes pooled across targets),
+`drift` (per cell against the baseline run, over classes pooled across the two runs) and
+`calibration` (correctness against reference answers, and how well each uncertainty score
+predicts it; calibrate.py). Every value goes to `variation_results` with n, strategy, settings
+and method version.
 """
 
 from __future__ import annotations
@@ -16,14 +18,24 @@ import numpy as np
 
 from ...db import DatabaseConnection, SemanticClusterRepository, VariationResultRepository
 from ..prompt_sets.variation import VariationConfig
+from . import calibrate
 from . import measures as m
 from .cells import Cell
-from .classes import ClassifiedCell, classify
+from .classes import ClassifiedCell, classify_each
+from .correctness import Grader
 from .embedder import Embedder
-from .reports import AgreementReport, ClassesReport, DispersionReport, DriftReport, wide
+from .judge import Judge
+from .reports import (
+    AgreementReport,
+    CalibrationReport,
+    ClassesReport,
+    DispersionReport,
+    DriftReport,
+    wide,
+)
 from .scope import RunScope, find_baseline, load_cells, run_scope
 from .stored import classified_from_stored, cluster_specs
-from .strategies import EquivalenceStrategy, build_strategy
+from .strategies import EquivalenceStrategy, strategy_for_config
 
 
 class VariationService:
@@ -35,21 +47,32 @@ class VariationService:
         *,
         permutations: int = 999,
         seed: int = 0,
+        judge: Judge | None = None,
     ):
         self.db = db
         self.strategy = strategy
         self.embedder = embedder
         self.permutations = permutations
         self.seed = seed
+        self.judge = judge  # grades answers when correctness is `judge`
 
     @classmethod
     def for_config(
-        cls, db: DatabaseConnection, config: VariationConfig, embedder: Embedder | None = None
+        cls,
+        db: DatabaseConnection,
+        config: VariationConfig,
+        embedder: Embedder | None = None,
+        judge: Judge | None = None,
     ) -> VariationService:
-        strategy = build_strategy(
-            config.strategy, embedder=embedder, threshold=config.effective_threshold
+        strategy = strategy_for_config(config, embedder=embedder, judge=judge)
+        return cls(
+            db,
+            strategy,
+            embedder,
+            permutations=config.permutations,
+            seed=config.seed,
+            judge=judge,
         )
-        return cls(db, strategy, embedder, permutations=config.permutations, seed=config.seed)
 
     # --- shared -----------------------------------------------------------------------------
 
@@ -110,8 +133,9 @@ class VariationService:
         if self.strategy.needs_embeddings:
             await self._warm(cells)
         specs, rows = {}, []
-        for cell in cells:
-            (classified,) = await classify([cell], self.strategy)
+        for cell, (classified,) in zip(
+            cells, await classify_each([[c] for c in cells], self.strategy), strict=True
+        ):
             specs[cell.key] = cluster_specs(classified, self.strategy.name, self.settings)
             counts = classified.present_counts()
             rows.append(
@@ -130,7 +154,7 @@ class VariationService:
             groups = SemanticClusterRepository(session).replace_run_clusters(
                 scope.run_group_id, self.strategy.key, specs
             )
-        return ClassesReport(self.strategy.name, self.settings, rows, groups)
+        return ClassesReport(self.strategy.name, self.settings, rows, groups, self.strategy.usage())
 
     async def dispersion(self, scope: RunScope) -> DispersionReport:
         """Per-cell metrics over the stored classes (IncompleteClasses if they are stale)."""
@@ -159,13 +183,17 @@ class VariationService:
             by_prompt.setdefault(cell.prompt_id, []).append(cell)
         values: list[m.MetricValue] = []
         modal: dict[str, dict[str, str]] = {}
-        for prompt_id, cells in by_prompt.items():
-            pooled = await classify([c for c in cells if c.n], self.strategy)
+        pools = await classify_each(
+            [[c for c in cells if c.n] for cells in by_prompt.values()], self.strategy
+        )
+        for prompt_id, pooled in zip(by_prompt, pools, strict=True):
             modal[prompt_id] = {c.cell.target: c.modal_answer() for c in pooled}
             for a, b in m.pairs(pooled):
                 values += m.pair_metrics(a, b)
         written = self._store(scope, values)
-        return AgreementReport(self.strategy.name, list(wide(values).values()), modal, written)
+        return AgreementReport(
+            self.strategy.name, list(wide(values).values()), modal, written, self.strategy.usage()
+        )
 
     async def drift(self, scope: RunScope) -> DriftReport:
         """Each cell against the same cell of the baseline run (see `find_baseline`)."""
@@ -182,8 +210,8 @@ class VariationService:
         centroids = self._centroids(pairs)
         report = DriftReport(self.strategy.name, baseline.name)
         values: list[m.MetricValue] = []
-        for run_cell, base_cell in pairs:
-            now, then = await classify([run_cell, base_cell], self.strategy)
+        pools = await classify_each([list(pair) for pair in pairs], self.strategy)
+        for (run_cell, base_cell), (now, then) in zip(pairs, pools, strict=True):
             outcome = m.drift_metrics(
                 now,
                 then,
@@ -210,7 +238,44 @@ class VariationService:
             ]
         report.written = self._store(scope, values, permutations=self.permutations, seed=self.seed)
         report.history = self.drift_history(scope)
+        report.usage = self.strategy.usage()
         return report
+
+    async def calibration(self, scope: RunScope) -> CalibrationReport:
+        """Correctness of each cell against its prompt's references, and how well each
+        uncertainty score stored by `dispersion` predicts the wrong ones."""
+        config = scope.config
+        cells = load_cells(self.db, scope)
+        classified = self._stored_classes(scope, cells)
+        with self.db.session_scope() as session:
+            rows = VariationResultRepository(session).latest(
+                scope.run_group_id,
+                self.strategy.key,
+                calibrate.SCORE_METRICS,
+                method_version=m.METHOD_VERSION,
+            )
+        stored: dict[tuple[str, str], dict[str, float]] = {}
+        for row in rows:
+            if row.other is None:
+                stored.setdefault((row.prompt_id, row.target), {})[row.metric] = row.value
+        referenced = [c for c in cells if c.n and scope.references(c.prompt_id)]
+        if referenced and not stored:
+            raise LookupError(
+                f"run {scope.name!r} has no stored dispersion for strategy {self.strategy.key}:"
+                " materialize sample_dispersion for this run first"
+            )
+        grader = Grader(config.correctness, self.judge)
+        graded = await calibrate.grade(classified, scope, grader, stored)
+        outcome = calibrate.calibrate(graded, config.coverages)
+        written = self._store(scope, outcome.values, correctness=config.correctness)
+        return CalibrationReport(
+            config.correctness,
+            outcome,
+            graded,
+            written,
+            prompts_with_reference=sum(1 for p in scope.prompt_set.prompts if p.reference),
+            usage=self.judge.usage() if hasattr(self.judge, "usage") else {},
+        )
 
     def _centroids(self, pairs: list[tuple[Cell, Cell]]) -> dict:
         """Per cell key, (mean embedding now, mean embedding at baseline) when both runs'

@@ -24,8 +24,9 @@ import numpy as np
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import pdist, squareform
 
-from ..prompt_sets.variation import DEFAULT_EMBEDDING_THRESHOLD
+from ..prompt_sets.variation import DEFAULT_EMBEDDING_THRESHOLD, ModelTarget, VariationConfig
 from .embedder import Embedder
+from .judge import DEFAULT_PARAMS, Judge
 from .normalize import normalize_answer
 
 
@@ -85,8 +86,13 @@ class EquivalenceStrategy(ABC):
         """Everything that determines the classes (recorded with every result)."""
 
     @abstractmethod
-    async def partition(self, texts: Sequence[str]) -> Partition:
-        """The classes of these answers (at least one text)."""
+    async def partition(self, texts: Sequence[str], question: str | None = None) -> Partition:
+        """The classes of these answers (at least one text) to `question` (the prompt; only
+        a strategy that asks a model about the answers reads it)."""
+
+    def usage(self) -> dict[str, int]:
+        """Calls the strategy made so far (a judge's), for the asset's metadata."""
+        return {}
 
     @property
     def key(self) -> str:
@@ -106,7 +112,7 @@ class ExactStrategy(EquivalenceStrategy):
     def settings(self) -> dict[str, Any]:
         return {}
 
-    async def partition(self, texts: Sequence[str]) -> Partition:
+    async def partition(self, texts: Sequence[str], question: str | None = None) -> Partition:
         labels = first_appearance([normalize_answer(t) for t in texts])
         return Partition(tuple(labels), most_common_medoid(texts, labels))
 
@@ -134,7 +140,7 @@ class EmbeddingStrategy(EquivalenceStrategy):
             "distance": "cosine",
         }
 
-    async def partition(self, texts: Sequence[str]) -> Partition:
+    async def partition(self, texts: Sequence[str], question: str | None = None) -> Partition:
         if not texts:
             raise ValueError("a partition needs at least one answer")
         filled = [i for i, t in enumerate(texts) if t.strip()]
@@ -163,10 +169,13 @@ class EmbeddingStrategy(EquivalenceStrategy):
         return fcluster(tree, t=self.threshold, criterion="distance"), squareform(condensed)
 
 
-STRATEGIES: dict[str, type[EquivalenceStrategy]] = {
-    ExactStrategy.name: ExactStrategy,
-    EmbeddingStrategy.name: EmbeddingStrategy,
-}
+def _strategies() -> dict[str, type[EquivalenceStrategy]]:
+    from .entailment import EntailmentStrategy  # it builds on this module
+
+    return {s.name: s for s in (ExactStrategy, EmbeddingStrategy, EntailmentStrategy)}
+
+
+STRATEGIES: dict[str, type[EquivalenceStrategy]] = _strategies()
 
 
 def build_strategy(
@@ -179,4 +188,27 @@ def build_strategy(
         if embedder is None:
             raise ValueError("the embedding strategy needs an embedder (the set's `embed:`)")
         return EmbeddingStrategy(embedder, threshold or DEFAULT_EMBEDDING_THRESHOLD)
+    if name in STRATEGIES:
+        raise ValueError(f"strategy {name!r} is built from its configuration (strategy_for_config)")
     raise ValueError(f"unknown equivalence strategy {name!r}; available: {', '.join(STRATEGIES)}")
+
+
+def strategy_for_config(
+    config: VariationConfig, *, embedder: Embedder | None = None, judge: Judge | None = None
+) -> EquivalenceStrategy:
+    """The strategy of a prompt set's `variation:` block. Without `judge`, an entailment
+    strategy still has its key (what the checks need) but cannot partition."""
+    if config.strategy == "entailment":
+        from .entailment import EntailmentStrategy
+
+        assert config.judge is not None  # the schema requires one
+        return EntailmentStrategy(
+            judge_describe(config.judge), judge, strict=config.strict_entailment
+        )
+    return build_strategy(config.strategy, embedder=embedder, threshold=config.effective_threshold)
+
+
+def judge_describe(target: ModelTarget) -> dict[str, Any]:
+    """The judge as recorded with its verdicts: provider, model and the params it is sent."""
+    described = target.describe()
+    return {**described, "params": {**DEFAULT_PARAMS, **described["params"]}}

@@ -66,12 +66,20 @@ def prompt_set_content(
     samples=10,
     temperatures=None,
     variation=None,
+    references=None,
+    embed=False,
 ):
-    """A prompt set's stored content (what a run group keeps)."""
+    """A prompt set's stored content (what a run group keeps); `references` maps prompt ids
+    to their reference answers."""
     temperatures = temperatures or {}
+    references = references or {}
     content = {
         "name": name,
-        "prompts": [{"id": p, "text": f"Question {p}?"} for p in prompts],
+        "prompts": [
+            {"id": p, "text": f"Question {p}?"}
+            | ({"reference": references[p]} if p in references else {})
+            for p in prompts
+        ],
         "targets": [
             {
                 "provider": "offline",
@@ -85,6 +93,8 @@ def prompt_set_content(
     }
     if variation is not None:
         content["variation"] = variation
+    if embed:
+        content["embed"] = True
     return content
 
 

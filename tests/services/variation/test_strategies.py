@@ -91,7 +91,9 @@ def test_build_strategy():
     assert isinstance(built, EmbeddingStrategy) and built.threshold == 0.15
     with pytest.raises(ValueError, match="needs an embedder"):
         build_strategy("embedding")
-    with pytest.raises(ValueError, match="unknown equivalence strategy 'entailment'"):
+    with pytest.raises(ValueError, match="unknown equivalence strategy 'nli'"):
+        build_strategy("nli")
+    with pytest.raises(ValueError, match="built from its configuration"):
         build_strategy("entailment")
     with pytest.raises(ValueError, match="threshold"):
         EmbeddingStrategy(TableEmbedder({}), threshold=0)
