@@ -1,7 +1,7 @@
 """`OfflineProvider`: no network, deterministic replies — dry runs, demos and failure drills.
 
-The reply is derived from the whole request (messages, params, sample index) and starts with
-"[offline]", so nobody mistakes it for a model's answer — unless the request scripts it:
+The reply is derived from the whole request (messages, params, sample index; at temperature 0
+not the sample index or seed, like greedy decoding) and starts with "[offline]", so nobody mistakes it for a model's answer — unless the request scripts it:
 `offline_answers` gives exact answer quotas by sample index (known-answer tests of the
 variation metrics), and `offline_judge` makes it a deterministic entailment judge
 (`offline_judge.py`). Token counts are whitespace words. Log-probabilities, when asked for,
@@ -146,12 +146,13 @@ class OfflineProvider(BaseLLMProvider):
                 request_id=f"offline-{digest[:12]}-{occurrence}",
             )
 
-        message, finish = _reply(chat, params, digest, sample_index)
+        answer = _answer_digest(model, chat, params, digest)
+        message, finish = _reply(chat, params, answer, sample_index)
         text = message.get("content") or ""
         prompt_tokens = sum(words(str(m.get("content") or "")) for m in chat)
         completion_tokens = words(text) if text else words(json.dumps(message.get("tool_calls")))
         response_id = f"offline-{digest[:24]}"
-        logprobs = _logprobs(text, digest, params) if params.get("logprobs") else None
+        logprobs = _logprobs(text, answer, params) if params.get("logprobs") else None
         return ProviderResponse(
             text=text,
             provider=self.provider_name,
@@ -182,6 +183,22 @@ class OfflineProvider(BaseLLMProvider):
         return f"OfflineProvider(model={self._model!r}, failure_rate={self.failure_rate})"
 
 
+def _greedy(params: dict[str, Any]) -> bool:
+    """Temperature 0 without a script: the reply, like greedy decoding's, is the same for every
+    sample and seed (so a deterministic target's samples agree, as a real model's mostly do)."""
+    return params.get("temperature") == 0 and SCRIPT_PARAM not in params
+
+
+def _answer_digest(model: str, chat: list[Message], params: dict[str, Any], digest: str) -> str:
+    if not _greedy(params):
+        return digest
+    kept = {k: v for k, v in params.items() if k != "seed"}
+    canonical = json.dumps(
+        {"model": model, "messages": chat, "params": kept}, sort_keys=True, default=str
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
 def _reply(
     chat: list[Message], params: dict[str, Any], digest: str, sample_index: int | None
 ) -> tuple[dict[str, Any], str]:
@@ -206,7 +223,12 @@ def _reply(
     else:
         last_user = next((_text(m) for m in reversed(chat) if m.get("role") == "user"), "")
         text = f"[offline] reply {digest[:8]} to: {last_user[:500]}"
-    if sample_index is not None and quota is None and params.get(JUDGE_PARAM) is None:
+    if (
+        sample_index is not None
+        and quota is None
+        and params.get(JUDGE_PARAM) is None
+        and not _greedy(params)
+    ):
         text += f" (sample {sample_index})"
     finish = "stop"
     max_tokens = params.get("max_tokens") or params.get("max_completion_tokens")

@@ -10,6 +10,11 @@ from typing import Any
 ELLIPSIS = "…"
 
 
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """'1 prompt', '4 prompts' (or the given plural)."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
 def truncate(text: str | None, length: int | None) -> str | None:
     """`text` cut to at most `length` characters, the last one an ellipsis when cut."""
     if text is None or length is None or len(text) <= length:

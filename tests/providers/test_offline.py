@@ -34,6 +34,22 @@ async def test_reply_depends_on_messages_params_and_sample_index():
     assert truncated.finish_reason == "length" and truncated.completion_tokens == 2
 
 
+async def test_temperature_zero_answers_every_sample_and_seed_alike():
+    provider = OfflineProvider()
+    greedy = [
+        await provider.complete("q", temperature=0, seed=7 + i, sample_index=i, logprobs=True)
+        for i in range(3)
+    ]
+    assert len({r.text for r in greedy}) == 1
+    assert len({str(r.logprobs) for r in greedy}) == 1
+    assert "(sample" not in greedy[0].text
+    # other parameters and the messages still change the answer
+    assert (await provider.complete("q", temperature=0, max_tokens=9)).text != greedy[0].text
+    assert (await provider.complete("q2", temperature=0)).text != greedy[0].text
+    warm = [await provider.complete("q", temperature=0.7, sample_index=i) for i in range(3)]
+    assert len({r.text for r in warm}) == 3
+
+
 async def test_simulated_failures_are_deterministic_and_typed():
     async def outcomes(seed):
         provider = OfflineProvider(failure_rate=0.5, seed=seed)

@@ -5,6 +5,7 @@ import math
 import pandas as pd
 
 from study_query_dagster.services.formatting import (
+    count,
     markdown_table,
     one_line,
     round_sig,
@@ -43,3 +44,10 @@ def test_markdown_table_escapes_cuts_and_counts_the_rest():
     assert lines[3] == "| long long… |  |"
     assert lines[-1] == "_1 more in the CSV_"
     assert markdown_table([], empty="_none_") == "_none_"
+
+
+def test_count_agrees_in_number():
+    assert count(1, "prompt") == "1 prompt"
+    assert count(0, "prompt") == "0 prompts"
+    assert count(4, "cell") == "4 cells"
+    assert count(2, "class", "classes") == "2 classes"

@@ -17,6 +17,7 @@ from ...db import (
     VariationResult,
     VariationResultRepository,
 )
+from ..formatting import count
 from . import measures as m
 from .calibrate import CORRECT
 from .drift import min_attainable_p
@@ -116,7 +117,7 @@ class VariationChecks:
                     )
         return CheckOutcome(
             passed=not violations,
-            description=f"{len(violations)} values outside their bounds"
+            description=f"{count(len(violations), 'value')} outside their bounds"
             if violations
             else "every value within its bounds",
             rows=violations,
@@ -141,7 +142,7 @@ class VariationChecks:
             text = "no target is at temperature 0 or has a fixed seed"
         elif unstable:
             text = (
-                f"{len(unstable)} cells of deterministic targets "
+                f"{count(len(unstable), 'cell')} of deterministic targets "
                 f"({', '.join(sorted({r['target'] for r in unstable}))}) gave varying answers"
             )
         else:
@@ -161,8 +162,8 @@ class VariationChecks:
         ]
         return CheckOutcome(
             passed=not small,
-            description=f"{len(small)} cells have fewer than {m.MIN_SAMPLES_FOR_ENTROPY} answers:"
-            " their semantic entropy is biased low"
+            description=f"{count(len(small), 'cell')} with fewer than {m.MIN_SAMPLES_FOR_ENTROPY} "
+            "answers: their semantic entropy is biased low"
             if small
             else f"every cell has at least {m.MIN_SAMPLES_FOR_ENTROPY} answers",
             rows=small,
@@ -179,7 +180,7 @@ class VariationChecks:
         rows = [disagree[p] for p in self.scope.prompt_ids if p in disagree]
         return CheckOutcome(
             passed=not rows,
-            description=f"targets disagree on the modal answer to {len(rows)} prompts"
+            description=f"targets disagree on the modal answer to {count(len(rows), 'prompt')}"
             if rows
             else "on every prompt, the targets share a modal answer",
             rows=rows,
@@ -216,7 +217,7 @@ class VariationChecks:
                     }
                 )
         text = (
-            f"{len(drifted)} cells drifted from {baseline_name} (modal answer changed, "
+            f"{count(len(drifted), 'cell')} drifted from {baseline_name} (modal answer changed, "
             f"JSD >= {m.DRIFT_MIN_JSD}, p < {m.DRIFT_ALPHA})"
             if drifted
             else f"no significant drift from {baseline_name}"

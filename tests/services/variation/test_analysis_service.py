@@ -154,10 +154,13 @@ async def test_answer_clusters_over_a_window_of_runs(db):
     second = make_run(db, "set/run-2", content, {("capital", "a"): ["Sydney"] * 10})
     config = ClusterConfig(k_max=5, window=2)
 
+    attempts = iter(range(1, 100))
+
     async def cluster():
         chat = InferenceService(OfflineProvider(), db, max_retry_after=1.0)
         with db.session_scope() as session:
-            group = GroupRepository(session).create_group(SUMMARY_GROUP, f"s-{chat}")
+            # a name of its own per call (an object's repr can repeat once it is collected)
+            group = GroupRepository(session).create_group(SUMMARY_GROUP, f"s-{next(attempts)}")
         summarizer = ClusterSummarizer(chat, {}, group)
         service = AnswerClusterService(db, TableEmbedder(AXES), config, summarizer)
         report = await service.cluster(scope_of(db, second))
