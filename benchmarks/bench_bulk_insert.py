@@ -15,7 +15,7 @@ from sqlalchemy import text
 
 from study_query_dagster.db import RawCallRepository
 
-from .support import postgres_database, ratio_line, sqlite_database, timed
+from .support import postgres_database, ratio_line, sqlite_database, timed, truncate_postgres
 
 N = 100_000
 COLUMNS = ("provider", "model", "modality", "status", "request_json", "response_json",
@@ -56,16 +56,14 @@ def driver_tuples(rows: list[dict], dialect: str) -> list[tuple]:
 
 
 def truncate(db) -> None:
-    # raw_calls refuses DELETE/TRUNCATE by design; benchmarks rebuild the table's contents by
-    # dropping the guard in a throw-away database.
+    # raw_calls refuses DELETE/TRUNCATE by design; benchmarks empty it in a throw-away database
+    # by lifting the guard.
+    if db.dialect != "sqlite":
+        truncate_postgres(db, "raw_calls")
+        return
     with db.engine.begin() as conn:
-        if db.dialect == "sqlite":
-            conn.exec_driver_sql("DROP TRIGGER IF EXISTS raw_calls_no_delete")
-            conn.exec_driver_sql("DELETE FROM raw_calls")
-        else:
-            conn.exec_driver_sql("ALTER TABLE raw_calls DISABLE TRIGGER USER")
-            conn.exec_driver_sql("TRUNCATE raw_calls CASCADE")
-            conn.exec_driver_sql("ALTER TABLE raw_calls ENABLE TRIGGER USER")
+        conn.exec_driver_sql("DROP TRIGGER IF EXISTS raw_calls_no_delete")
+        conn.exec_driver_sql("DELETE FROM raw_calls")
 
 
 def measure(db, label: str):

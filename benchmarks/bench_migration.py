@@ -27,7 +27,7 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from .support import postgres_database, ratio_line, timed
+from .support import postgres_database, ratio_line, timed, truncate_postgres
 
 N = 200_000
 SMALL = 50_000
@@ -143,12 +143,7 @@ def fresh_sqlite(tmp: Path, name: str):
 
 def emptied(pg) -> None:
     """Empty the v2 tables a migration or a copy fills (their append-only triggers lifted)."""
-    with pg.engine.begin() as conn:
-        for name in ("raw_calls", "migration_ledger"):
-            conn.exec_driver_sql(f"ALTER TABLE {name} DISABLE TRIGGER USER")
-        conn.exec_driver_sql("TRUNCATE raw_calls, groups, migration_quarantine CASCADE")
-        for name in ("raw_calls", "migration_ledger"):
-            conn.exec_driver_sql(f"ALTER TABLE {name} ENABLE TRIGGER USER")
+    truncate_postgres(pg, "raw_calls, groups, migration_quarantine")
 
 
 def best_of(rounds: int, target, **runs) -> dict[str, float]:

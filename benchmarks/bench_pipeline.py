@@ -27,8 +27,9 @@ import yaml
 
 from study_query_dagster import definitions
 from study_query_dagster.cli import LOCAL_DAGSTER_YAML
-from study_query_dagster.jobs import EXECUTORS
+from study_query_dagster.config import Settings
 from study_query_dagster.jobs import study_job as defined_study_job
+from study_query_dagster.jobs import study_job_executor
 from study_query_dagster.resources.database import DatabaseResource, LegacyDatabaseResource
 from study_query_dagster.resources.embeddings import EmbeddingResource
 from study_query_dagster.resources.exports import ExportsResource
@@ -94,7 +95,9 @@ def bench_study_job() -> dg.JobDefinition:
     job = dg.define_asset_job(
         "study_job",
         selection=defined_study_job.selection,
-        executor_def=EXECUTORS[os.environ["SQD_BENCH_EXECUTOR"]],
+        executor_def=study_job_executor(
+            Settings(study_job_executor=os.environ["SQD_BENCH_EXECUTOR"])
+        ),
     )
     defs = dg.Definitions(
         assets=definitions.defs.assets,

@@ -80,6 +80,15 @@ def postgres_database() -> Iterator[DatabaseConnection]:
         server.stop()
 
 
+def truncate_postgres(db: DatabaseConnection, tables: str) -> None:
+    """TRUNCATE `tables` (and what references them) in a throw-away benchmark database. The
+    append-only tables refuse TRUNCATE by trigger; replica mode (the superuser's, as pgserver's
+    is) fires no ordinary trigger, whichever append-only tables the cascade reaches."""
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql("SET LOCAL session_replication_role = replica")
+        conn.exec_driver_sql(f"TRUNCATE {tables} CASCADE")
+
+
 def ratio_line(label: str, value: float, baseline: float, unit: str, note: str = "") -> str:
     ratio = value / baseline if baseline else float("nan")
     extra = f"  {note}" if note else ""
