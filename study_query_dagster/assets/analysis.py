@@ -145,7 +145,3 @@ def answer_clusters(
             **csv_metadata(exports, "clusters", context.partition_key, report.rows),
         }
     )
-
-
-ANALYSIS_ASSETS = [uncertainty_calibration, answer_clusters]
-ANALYSIS_CHECKS = [calibration_has_both_classes]
