@@ -15,8 +15,18 @@ from ..services.run_summary import RunSummary
 from .metadata import database_kind, ident, md_list, md_table, measure, root_run_id, table
 from .prompts import PROMPT_SETS, missing_credentials, prompt_set
 
-TARGET_COLUMNS = ["target", "provider", "model", "params", "calls", "success_rate",
-                  "p50_latency_ms", "p95_latency_ms", "total_tokens", "estimated_cost_usd"]  # fmt: skip
+TARGET_COLUMNS = [
+    "target",
+    "provider",
+    "model",
+    "params",
+    "calls",
+    "success_rate",
+    "p50_latency_ms",
+    "p95_latency_ms",
+    "total_tokens",
+    "estimated_cost_usd",
+]
 RETRY_HINT = "Re-execute this run to send only those; successful calls are not repeated."
 
 
