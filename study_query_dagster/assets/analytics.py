@@ -53,9 +53,8 @@ ANALYTICS = dict(
     kinds={"pandas"},
 )
 
-MODEL_COLUMNS = [
-    "provider",
-    "model",
+# What the tables show of each row; the CSV keeps every column.
+SHOWN_FIGURES = [
     "calls",
     "success_rate",
     "p50_latency_ms",
@@ -64,20 +63,8 @@ MODEL_COLUMNS = [
     "estimated_cost_usd",
     "cost_status",
 ]
-TARGET_COLUMNS = [
-    "prompt_set",
-    "target",
-    "provider",
-    "model",
-    "params",
-    "calls",
-    "success_rate",
-    "p50_latency_ms",
-    "p95_latency_ms",
-    "avg_tokens",
-    "estimated_cost_usd",
-    "cost_status",
-]
+MODEL_COLUMNS = ["provider", "model", *SHOWN_FIGURES]
+TARGET_COLUMNS = ["prompt_set", "target", "provider", "model", "params", *SHOWN_FIGURES]
 NO_FAILED_RUNS = "_no failed runs recorded_"
 
 
