@@ -12,8 +12,8 @@ that makes the copy idempotent and incremental; four checks compare the result w
 | `context` | what every check starts from |
 | `checks` | row counts, batch sizes, batch order, quarantine |
 | `compare` | row-by-row comparison by streamed chunk digests |
-| `row_checks` | timestamps and parity (sampled or every row) |
-| `validate` | every check with one comparison pass |
+| `row_checks` | the row comparison pass and the timestamps and parity reports |
+| `validate` | every check with one comparison pass; the two row checks alone |
 | `report` | `ValidationReport` |
 
 SQL lives in `db/legacy_reader.py` (the v1 side), `db/migration_ledger.py` (the v2 side as the
@@ -27,9 +27,8 @@ from .compare import sample_v1_ids as _sample_v1_ids
 from .convert import UnmigratableRow, parse_v1_timestamp, restore_nonfinite, v1_row_to_raw_call
 from .migrate import CHUNK_BYTES, CHUNK_ROWS, MigrationResult, migrate_v1_to_v2, pending_v1_rows
 from .report import CHECKS, ValidationReport
-from .row_checks import sample_parity, timestamps_match
 from .source import check_legacy_schema, legacy_stats, resolve_source_id, source_fingerprint
-from .validate import validate_migration
+from .validate import sample_parity, timestamps_match, validate_migration
 
 
 def sample_v1_ids(legacy: Legacy, size: int | None, seed: int | None = None) -> list[int]:
