@@ -1,7 +1,6 @@
 """Deeper answer analysis (group `variation`, partitioned by prompt set): calibration of the
 uncertainty measures against reference answers, and the clusters of a run's answers in
-embedding space. Thin like the other variation assets: services/variation computes and stores,
-these show the tables, charts and numbers."""
+embedding space."""
 
 import dagster as dg
 

@@ -1,7 +1,6 @@
 """Answer variation (group `variation`, partitioned by prompt set): the equivalence classes of
 each cell, how much each target's answers vary, how targets disagree and how answers drift
-from the baseline run; each asset with its checks. Bodies are thin: the service computes and
-stores (services/variation), the asset shows tables, charts, numbers Dagster plots, and CSVs."""
+from the baseline run; each asset with its checks."""
 
 import dagster as dg
 import pandas as pd

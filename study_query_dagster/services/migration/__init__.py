@@ -1,24 +1,6 @@
-"""The v1 -> v2 migration and its backfill validation (no Dagster).
-
-The legacy table `inference_runs` (SQLite or PostgreSQL, opened read-only) is copied into
-`raw_calls`, each v1 `batch_id` becoming a `batch` group ordered by created_at, with a ledger
-that makes the copy idempotent and incremental; four checks compare the result with its source.
-
-| Module | Job |
-| --- | --- |
-| `convert` | one v1 row -> its raw_calls row (and `UnmigratableRow`) |
-| `source` | the legacy database's schema, statistics and source identity |
-| `migrate` | the streaming, chunked, resumable copy, with its quarantine |
-| `context` | what every check starts from |
-| `checks` | row counts, batch sizes, batch order, quarantine |
-| `compare` | row-by-row comparison by streamed chunk digests |
-| `row_checks` | the row comparison pass and the timestamps and parity reports |
-| `validate` | every check with one comparison pass; the two row checks alone |
-| `report` | `ValidationReport` |
-
-SQL lives in `db/legacy_reader.py` (the v1 side), `db/migration_ledger.py` (the v2 side as the
-migration writes it) and `db/migrated_reader.py` (the v2 side as the checks read it).
-"""
+"""The v1 -> v2 migration and its backfill validation (no Dagster): the legacy `inference_runs`
+table copied into `raw_calls` with a ledger that makes the copy idempotent and incremental, and
+the checks that compare the result with its source. Its SQL is in `db/`."""
 
 from ...db.legacy_reader import Legacy, LegacySource, legacy_label, opened
 from ...db.migration_ledger import BATCH_GROUP_TYPE
