@@ -92,42 +92,37 @@ def latest_run_failed(instance: dg.DagsterInstance, name: str) -> bool:
     return any(s in (None, dg.AssetPartitionStatus.FAILED) for s in statuses)
 
 
-def _scheduled_runs(
-    context: dg.ScheduleEvaluationContext, prompt_sets: PromptSetsResource, cadence: str
-):
-    valid, _ = prompt_sets.discover()
-    registered = set(context.instance.get_dynamic_partitions(PROMPT_SETS.name))
-    stamp = context.scheduled_execution_time.isoformat()
-    requests = [
-        dg.RunRequest(
-            partition_key=name,
-            run_key=f"{name}:{cadence}:{stamp}",  # each tick is a new run group: answers accumulate
-            tags={HASH_TAG: loaded.content_hash, "study/schedule": cadence},
-        )
-        for name, loaded in valid.items()
-        if loaded.prompt_set.schedule == cadence and name in registered
-    ]
-    return requests or dg.SkipReason(f"no registered prompt set has schedule: {cadence}")
+def prompt_set_schedule(cadence: str, cron: str, when: str = "") -> dg.ScheduleDefinition:
+    """`{cadence}_prompt_sets`: at `cron`, a run of every registered prompt set marked
+    `schedule: {cadence}`."""
+
+    @dg.schedule(
+        name=f"{cadence}_prompt_sets",
+        job=study_job,
+        cron_schedule=cron,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description=f"Re-runs every prompt set marked `schedule: {cadence}`{when}.",
+    )
+    def schedule(context: dg.ScheduleEvaluationContext, prompt_sets: PromptSetsResource):
+        valid, _ = prompt_sets.discover()
+        registered = set(context.instance.get_dynamic_partitions(PROMPT_SETS.name))
+        stamp = context.scheduled_execution_time.isoformat()
+        requests = [
+            dg.RunRequest(
+                partition_key=name,
+                run_key=f"{name}:{cadence}:{stamp}",  # each tick a new run group: answers add up
+                tags={HASH_TAG: loaded.content_hash, "study/schedule": cadence},
+            )
+            for name, loaded in valid.items()
+            if loaded.prompt_set.schedule == cadence and name in registered
+        ]
+        return requests or dg.SkipReason(f"no registered prompt set has schedule: {cadence}")
+
+    return schedule
 
 
-@dg.schedule(
-    job=study_job,
-    cron_schedule="0 6 * * *",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Re-runs every prompt set marked `schedule: daily` (06:00 UTC).",
-)
-def daily_prompt_sets(context: dg.ScheduleEvaluationContext, prompt_sets: PromptSetsResource):
-    return _scheduled_runs(context, prompt_sets, "daily")
-
-
-@dg.schedule(
-    job=study_job,
-    cron_schedule="0 * * * *",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Re-runs every prompt set marked `schedule: hourly`.",
-)
-def hourly_prompt_sets(context: dg.ScheduleEvaluationContext, prompt_sets: PromptSetsResource):
-    return _scheduled_runs(context, prompt_sets, "hourly")
+daily_prompt_sets = prompt_set_schedule("daily", "0 6 * * *", " (06:00 UTC)")
+hourly_prompt_sets = prompt_set_schedule("hourly", "0 * * * *")
 
 
 @dg.sensor(

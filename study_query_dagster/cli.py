@@ -128,10 +128,15 @@ def study_outcome(name: str, results: list) -> Outcome:
 def summary_table(outcomes: list[Outcome]) -> str:
     header = ("set", "status", "calls", "failures", "checks")
     rows = [
-        (o.name, o.status, "" if o.calls is None else str(o.calls),
-         "" if o.failures is None else str(o.failures), o.checks)
+        (
+            o.name,
+            o.status,
+            "" if o.calls is None else str(o.calls),
+            "" if o.failures is None else str(o.failures),
+            o.checks,
+        )
         for o in outcomes
-    ]  # fmt: skip
+    ]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     numeric = {2, 3}
 
@@ -173,10 +178,12 @@ def cmd_materialize(_args) -> int:
         for job in jobs:  # the variation of a run (and its report again) once the run succeeded
             results.append(
                 job.execute_in_process(
-                    partition_key=name, instance=instance, raise_on_error=False,
+                    partition_key=name,
+                    instance=instance,
+                    raise_on_error=False,
                     run_config=QUIET_DAGSTER,
                 )
-            )  # fmt: skip
+            )
             if not results[-1].success:
                 break
         outcomes.append(study_outcome(name, results))
@@ -185,9 +192,10 @@ def cmd_materialize(_args) -> int:
         instance=instance, raise_on_error=False, run_config=QUIET_DAGSTER
     )
     outcomes.append(
-        Outcome("(analytics)", "OK" if analytics.success else "FAILED",
-                errors=_step_errors(analytics))
-    )  # fmt: skip
+        Outcome(
+            "(analytics)", "OK" if analytics.success else "FAILED", errors=_step_errors(analytics)
+        )
+    )
 
     print()
     print(summary_table(outcomes))

@@ -2,29 +2,8 @@
 
 import dagster as dg
 
-from .assets.analysis import ANALYSIS_ASSETS, ANALYSIS_CHECKS
-from .assets.analytics import (
-    prompt_search_job,
-    provider_comparison,
-    recent_calls,
-    study_summary,
-    usage_time_series,
-)
-from .assets.embeddings import (
-    embedding_dimensions_consistent,
-    every_response_embedded,
-    response_embeddings,
-)
-from .assets.inference import (
-    every_request_captured,
-    failure_rate,
-    inference_run,
-    raw_calls_are_immutable,
-)
-from .assets.migration import MIGRATION_CHECKS, legacy_inference_runs, migrated_raw_calls
-from .assets.prompts import prompt_set
-from .assets.results import study_results
-from .assets.variation import VARIATION_ASSETS, VARIATION_CHECKS
+from . import assets
+from .assets.analytics import prompt_search_job
 from .automation import (
     analytics_after_migration,
     analytics_automation,
@@ -47,30 +26,9 @@ from .jobs import (
 from .resources import build_resources
 
 defs = dg.Definitions(
-    assets=[
-        prompt_set,
-        inference_run,
-        response_embeddings,
-        study_results,
-        provider_comparison,
-        usage_time_series,
-        study_summary,
-        recent_calls,
-        legacy_inference_runs,
-        migrated_raw_calls,
-        *VARIATION_ASSETS,
-        *ANALYSIS_ASSETS,
-    ],
-    asset_checks=[
-        *MIGRATION_CHECKS,
-        every_request_captured,
-        failure_rate,
-        raw_calls_are_immutable,
-        every_response_embedded,
-        embedding_dimensions_consistent,
-        *VARIATION_CHECKS,
-        *ANALYSIS_CHECKS,
-    ],
+    # Every asset and check at module scope in assets/: a new asset module needs no edit here.
+    assets=dg.load_assets_from_package_module(assets),
+    asset_checks=dg.load_asset_checks_from_package_module(assets),
     jobs=[
         study_job,
         variation_job,

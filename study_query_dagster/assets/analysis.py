@@ -1,7 +1,6 @@
 """Deeper answer analysis (group `variation`, partitioned by prompt set): calibration of the
 uncertainty measures against reference answers, and the clusters of a run's answers in
-embedding space. Thin like the other variation assets: services/variation computes and stores,
-these show the tables, charts and numbers."""
+embedding space."""
 
 import dagster as dg
 
@@ -145,7 +144,3 @@ def answer_clusters(
             **csv_metadata(exports, "clusters", context.partition_key, report.rows),
         }
     )
-
-
-ANALYSIS_ASSETS = [uncertainty_calibration, answer_clusters]
-ANALYSIS_CHECKS = [calibration_has_both_classes]

@@ -21,7 +21,7 @@ from ..services.charts import (
     recent_latency_chart,
     time_series_charts,
 )
-from ..services.study import StudyService
+from ..services.study import RECENT_COLUMNS, SEARCH_COLUMNS, StudyService
 from .inference import inference_run
 from .metadata import ident, measure, table
 
@@ -53,11 +53,18 @@ ANALYTICS = dict(
     kinds={"pandas"},
 )
 
-MODEL_COLUMNS = ["provider", "model", "calls", "success_rate", "p50_latency_ms",
-                 "p95_latency_ms", "avg_tokens", "estimated_cost_usd", "cost_status"]  # fmt: skip
-TARGET_COLUMNS = ["prompt_set", "target", "provider", "model", "params", "calls",
-                  "success_rate", "p50_latency_ms", "p95_latency_ms", "avg_tokens",
-                  "estimated_cost_usd", "cost_status"]  # fmt: skip
+# What the tables show of each row; the CSV keeps every column.
+SHOWN_FIGURES = [
+    "calls",
+    "success_rate",
+    "p50_latency_ms",
+    "p95_latency_ms",
+    "avg_tokens",
+    "estimated_cost_usd",
+    "cost_status",
+]
+MODEL_COLUMNS = ["provider", "model", *SHOWN_FIGURES]
+TARGET_COLUMNS = ["prompt_set", "target", "provider", "model", "params", *SHOWN_FIGURES]
 NO_FAILED_RUNS = "_no failed runs recorded_"
 
 
@@ -113,8 +120,15 @@ class TimeSeriesConfig(dg.Config):
     granularity: str = Field("day", description="day | hour | minute")
 
 
-SERIES_COLUMNS = ["bucket", "provider", "calls", "failures", "total_tokens", "avg_latency_ms",
-                  "p95_latency_ms"]  # fmt: skip
+SERIES_COLUMNS = [
+    "bucket",
+    "provider",
+    "calls",
+    "failures",
+    "total_tokens",
+    "avg_latency_ms",
+    "p95_latency_ms",
+]
 
 
 @dg.asset(**ANALYTICS)
@@ -148,8 +162,15 @@ def usage_time_series(
     )
 
 
-SUMMARY_NUMBERS = ("total_calls", "success_rate", "failures", "total_tokens", "p50_latency_ms",
-                   "p95_latency_ms", "estimated_cost_usd")  # fmt: skip
+SUMMARY_NUMBERS = (
+    "total_calls",
+    "success_rate",
+    "failures",
+    "total_tokens",
+    "p50_latency_ms",
+    "p95_latency_ms",
+    "estimated_cost_usd",
+)
 FAILED_RUN_COLUMNS = ["failed_at", "run_id", "job", "partition", "steps", "error"]
 
 
@@ -172,14 +193,17 @@ def study_summary(
                 "partition": f.partition_key,
                 "steps": ", ".join(f.failed_steps or []),
                 "error": f.error,
-            }  # fmt: skip
+            }
             for f in RunFailureRepository(session).recent_run_failures(limit=20)
         ]
     flat = {
-        **{k: ", ".join(v) if isinstance(v, list) else v for k, v in stats.items()
-           if not isinstance(v, dict)},
+        **{
+            k: ", ".join(v) if isinstance(v, list) else v
+            for k, v in stats.items()
+            if not isinstance(v, dict)
+        },
         **{f"status_{k}": v for k, v in stats["by_status"].items()},
-    }  # fmt: skip
+    }
     path = exports.write_csv("study_summary", pd.DataFrame([flat]))
     lines = [f"- **{k}**: {_readable(v)}" for k, v in stats.items()]
     return dg.MaterializeResult(
@@ -206,10 +230,6 @@ def _readable(value) -> str:
     return "" if value is None else str(value)
 
 
-RECENT_COLUMNS = ["id", "created_at", "provider", "model", "status", "prompt", "answer",
-                  "latency_ms", "total_tokens", "error"]  # fmt: skip
-
-
 @dg.asset(**ANALYTICS)
 def recent_calls(
     context: dg.AssetExecutionContext, database: DatabaseResource, exports: ExportsResource
@@ -232,10 +252,6 @@ def recent_calls(
 class PromptSearchConfig(dg.Config):
     term: str = Field(description="Text to look for in prompts and answers (case-insensitive).")
     limit: int = Field(50, ge=1, le=1000, description="How many matches to show, newest first.")
-
-
-SEARCH_COLUMNS = ["id", "created_at", "provider", "model", "status", "matched_in", "snippet",
-                  "prompt", "answer"]  # fmt: skip
 
 
 @dg.op

@@ -11,12 +11,11 @@ from ..resources.database import DatabaseResource
 from ..resources.embeddings import EmbeddingResource
 from ..resources.providers import LLMProvidersResource
 from ..services import runs
+from ..services.reports.tables import TARGET_TABLE
 from ..services.run_summary import RunSummary
 from .metadata import database_kind, ident, md_list, md_table, measure, root_run_id, table
 from .prompts import PROMPT_SETS, missing_credentials, prompt_set
 
-TARGET_COLUMNS = ["target", "provider", "model", "params", "calls", "success_rate",
-                  "p50_latency_ms", "p95_latency_ms", "total_tokens", "estimated_cost_usd"]  # fmt: skip
 RETRY_HINT = "Re-execute this run to send only those; successful calls are not repeated."
 
 
@@ -36,7 +35,7 @@ def run_metadata(summary: RunSummary, expected: int) -> dict:
         "total_tokens": summary.total_tokens,
         "estimated_cost_usd": summary.cost_usd,
         "unpriced_calls": summary.unpriced_calls,
-        "per_target": table(summary.per_target, TARGET_COLUMNS),
+        "per_target": table(summary.per_target, TARGET_TABLE),
         "answers_preview": md_table(summary.preview),
         "run_group_id": ident(summary.run_group_id),
     }

@@ -211,6 +211,3 @@ def migration_checks(
     )
     for report in reports:
         yield _check_result(report)
-
-
-MIGRATION_CHECKS = [migration_checks]

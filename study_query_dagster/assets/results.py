@@ -43,10 +43,11 @@ def target_charts(targets: list[dict]) -> list[Chart]:
         ]
     labels = [t["target"] for t in targets]
     return [
-        latency_chart(labels, [t["p50_latency_ms"] for t in targets],
-                      [t["p95_latency_ms"] for t in targets]),
+        latency_chart(
+            labels, [t["p50_latency_ms"] for t in targets], [t["p95_latency_ms"] for t in targets]
+        ),
         cost_chart(labels, [t["estimated_cost_usd"] for t in targets]),
-    ]  # fmt: skip
+    ]
 
 
 @dg.asset(

@@ -1,7 +1,6 @@
 """Answer variation (group `variation`, partitioned by prompt set): the equivalence classes of
 each cell, how much each target's answers vary, how targets disagree and how answers drift
-from the baseline run; each asset with its checks. Bodies are thin: the service computes and
-stores (services/variation), the asset shows tables, charts, numbers Dagster plots, and CSVs."""
+from the baseline run; each asset with its checks."""
 
 import dagster as dg
 import pandas as pd
@@ -259,19 +258,3 @@ def no_significant_drift(context, database: DatabaseResource, embedding: Embeddi
     """WARN for cells whose modal answer changed with JSD >= 0.2 and p < 0.05 against the
     baseline run (listed with the answers before and after); names cells too small to test."""
     return check_result(context, database, embedding, "no_significant_drift", WARN)
-
-
-VARIATION_ASSETS = [
-    answer_equivalence_classes,
-    sample_dispersion,
-    cross_target_agreement,
-    answer_drift,
-]
-VARIATION_CHECKS = [
-    every_answer_in_one_class,
-    dispersion_in_bounds,
-    deterministic_targets_stable,
-    enough_samples_for_entropy,
-    targets_agree_on_modal_answer,
-    no_significant_drift,
-]

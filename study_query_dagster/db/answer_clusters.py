@@ -18,7 +18,7 @@ from sqlalchemy import delete, insert, or_, select
 
 from .dialect import CHUNK_SIZE, Repository
 from .models_v2 import Group, GroupMember
-from .semantic_clusters import REPRESENTATIVE, ClusterSpec, StoredCluster
+from .semantic_clusters import REPRESENTATIVE, ClusterSpec, StoredCluster, stored_clusters
 
 ANSWER_CLUSTERING = "answer_clustering"
 ANSWER_CLUSTER = "answer_cluster"
@@ -118,23 +118,6 @@ class AnswerClusterRepository(Repository):
         ).one_or_none()
         if parent is None:
             return None, []
-        stmt = (
-            select(Group.id, Group.name, Group.metadata_json, GroupMember.call_id, GroupMember.role)
-            .outerjoin(GroupMember, GroupMember.group_id == Group.id)
-            .where(
-                Group.group_type == ANSWER_CLUSTER,
-                Group.name.startswith(f"{name}/", autoescape=True),
-            )
-            .order_by(Group.id, GroupMember.position, GroupMember.id)
-        )
-        clusters: dict[int, StoredCluster] = {}
-        for group_id, group_name, metadata, call_id, role in self.session.execute(stmt):
-            cluster = clusters.setdefault(
-                group_id, StoredCluster(group_id, group_name, metadata or {})
-            )
-            if call_id is not None:
-                cluster.call_ids.append(call_id)
-                if role == REPRESENTATIVE:
-                    cluster.representative = call_id
-        found = sorted(clusters.values(), key=lambda c: c.metadata.get("label", 0))
+        found = stored_clusters(self.session, ANSWER_CLUSTER, name)
+        found.sort(key=lambda c: c.metadata.get("label", 0))
         return dict(parent.metadata_json or {}), found

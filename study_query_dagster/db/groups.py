@@ -16,6 +16,19 @@ from .models_v2 import Group, GroupMember
 logger = get_logger(__name__)
 
 
+def _group_row(
+    group_type: str, name: str, description: str | None, metadata_json: dict | None
+) -> dict[str, Any]:
+    if not group_type or not name:
+        raise ValueError(f"a group needs a type and a name (got {group_type!r}, {name!r})")
+    return {
+        "group_type": group_type,
+        "name": name,
+        "description": description,
+        "metadata_json": metadata_json,
+    }
+
+
 class GroupRepository(Repository):
     """Group operations within one session (the caller owns the transaction)."""
 
@@ -26,11 +39,7 @@ class GroupRepository(Repository):
         description: str | None = None,
         metadata_json: dict | None = None,
     ) -> int:
-        if not group_type or not name:
-            raise ValueError(f"a group needs a type and a name (got {group_type!r}, {name!r})")
-        group = Group(
-            group_type=group_type, name=name, description=description, metadata_json=metadata_json
-        )
+        group = Group(**_group_row(group_type, name, description, metadata_json))
         self.session.add(group)
         self.session.flush()
         logger.info("created group id=%s type=%s name=%s", group.id, group_type, name)
@@ -44,10 +53,8 @@ class GroupRepository(Repository):
         metadata_json: dict | None = None,
     ) -> int:
         """The id of group (type, name), created if missing. Safe against concurrent callers."""
-        if not group_type or not name:
-            raise ValueError(f"a group needs a type and a name (got {group_type!r}, {name!r})")
         stmt = insert_ignore(self.session, Group, ["group_type", "name"]).values(
-            group_type=group_type, name=name, description=description, metadata_json=metadata_json
+            **_group_row(group_type, name, description, metadata_json)
         )
         self.session.execute(stmt)
         return self.session.execute(

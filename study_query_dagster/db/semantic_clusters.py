@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import delete, insert, select
+from sqlalchemy.orm import Session
 
 from .dialect import CHUNK_SIZE, Repository
 from .models_v2 import Group, GroupMember
@@ -57,27 +58,30 @@ class StoredCluster:
         )
 
 
+def stored_clusters(session: Session, group_type: str, prefix: str) -> list[StoredCluster]:
+    """The groups of `group_type` named `{prefix}/...`, in id order, with their members in
+    position order and the representative marked."""
+    stmt = (
+        select(Group.id, Group.name, Group.metadata_json, GroupMember.call_id, GroupMember.role)
+        .outerjoin(GroupMember, GroupMember.group_id == Group.id)
+        .where(Group.group_type == group_type, Group.name.startswith(f"{prefix}/", autoescape=True))
+        .order_by(Group.id, GroupMember.position, GroupMember.id)
+    )
+    clusters: dict[int, StoredCluster] = {}
+    for group_id, name, metadata, call_id, role in session.execute(stmt):
+        cluster = clusters.setdefault(group_id, StoredCluster(group_id, name, metadata or {}))
+        if call_id is not None:
+            cluster.call_ids.append(call_id)
+            if role == REPRESENTATIVE:
+                cluster.representative = call_id
+    return list(clusters.values())
+
+
 class SemanticClusterRepository(Repository):
     def clusters_of_run(self, run_group_id: int, strategy_key: str | None = None):
         """The stored classes of a run (every cell), optionally of one strategy key, with
         their members in position order."""
-        stmt = (
-            select(Group.id, Group.name, Group.metadata_json, GroupMember.call_id, GroupMember.role)
-            .outerjoin(GroupMember, GroupMember.group_id == Group.id)
-            .where(
-                Group.group_type == SEMANTIC_CLUSTER,
-                Group.name.startswith(f"{run_group_id}/", autoescape=True),
-            )
-            .order_by(Group.id, GroupMember.position, GroupMember.id)
-        )
-        clusters: dict[int, StoredCluster] = {}
-        for group_id, name, metadata, call_id, role in self.session.execute(stmt):
-            cluster = clusters.setdefault(group_id, StoredCluster(group_id, name, metadata or {}))
-            if call_id is not None:
-                cluster.call_ids.append(call_id)
-                if role == REPRESENTATIVE:
-                    cluster.representative = call_id
-        found = list(clusters.values())
+        found = stored_clusters(self.session, SEMANTIC_CLUSTER, str(run_group_id))
         if strategy_key is not None:
             found = [c for c in found if c.strategy_key == strategy_key]
         return found

@@ -222,18 +222,25 @@ def _connection_error(exc: BaseException, provider: str) -> ProviderError:
     )
 
 
+def _transport_error(
+    exc: Exception, provider: str, timeout: type | tuple, connection: type | tuple
+) -> ProviderError:
+    """A timeout, a failure to talk to the server, or anything else unexpected."""
+    if isinstance(exc, ProviderError):
+        return exc
+    if isinstance(exc, timeout):
+        return ProviderError(
+            f"{provider}: request timed out", provider, retryable=True, error_type="timeout"
+        )
+    if isinstance(exc, connection):
+        return _connection_error(exc, provider)
+    return ProviderError(f"{provider}: {type(exc).__name__}: {exc}", provider, error_type="unknown")
+
+
 def error_from_openai(exc: Exception, provider: str) -> ProviderError:
     """Map an exception raised by the openai SDK."""
     import openai
 
-    if isinstance(exc, ProviderError):
-        return exc
-    if isinstance(exc, openai.APITimeoutError):
-        return ProviderError(
-            f"{provider}: request timed out", provider, retryable=True, error_type="timeout"
-        )
-    if isinstance(exc, openai.APIConnectionError):
-        return _connection_error(exc, provider)
     if isinstance(exc, openai.APIStatusError):
         headers = dict(exc.response.headers) if exc.response is not None else None
         return error_from_http(
@@ -245,22 +252,14 @@ def error_from_openai(exc: Exception, provider: str) -> ProviderError:
         )
     if isinstance(exc, openai.APIResponseValidationError | ValueError):
         return malformed(provider, str(exc))
-    return ProviderError(f"{provider}: {type(exc).__name__}: {exc}", provider, error_type="unknown")
+    return _transport_error(exc, provider, openai.APITimeoutError, openai.APIConnectionError)
 
 
 def error_from_httpx(exc: Exception, provider: str) -> ProviderError:
     """Map an exception raised by httpx (transport failures)."""
     import httpx
 
-    if isinstance(exc, ProviderError):
-        return exc
-    if isinstance(exc, httpx.TimeoutException):
-        return ProviderError(
-            f"{provider}: request timed out", provider, retryable=True, error_type="timeout"
-        )
-    if isinstance(exc, httpx.TransportError):
-        return _connection_error(exc, provider)
-    return ProviderError(f"{provider}: {type(exc).__name__}: {exc}", provider, error_type="unknown")
+    return _transport_error(exc, provider, httpx.TimeoutException, httpx.TransportError)
 
 
 def malformed(provider: str, detail: str, request_id: str | None = None) -> ProviderError:

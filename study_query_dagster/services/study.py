@@ -41,33 +41,49 @@ from .pricing import PriceTable, get_price_table
 
 logger = get_logger(__name__)
 
-COMPARISON_COLUMNS = [
-    "provider", "model", "calls", *CALL_STATUSES, "success_rate", "avg_latency_ms",
-    "p50_latency_ms", "p95_latency_ms", "avg_tokens", "prompt_tokens", "completion_tokens",
-    "total_tokens", "calls_without_token_split", "estimated_cost_usd", "cost_status",
-]  # fmt: skip
+# The figures of a group of calls (one model, one target), after the columns that name it.
+CALL_FIGURES = [
+    "calls",
+    *CALL_STATUSES,
+    "success_rate",
+    "avg_latency_ms",
+    "p50_latency_ms",
+    "p95_latency_ms",
+    "avg_tokens",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "calls_without_token_split",
+    "estimated_cost_usd",
+    "cost_status",
+]
+COMPARISON_COLUMNS = ["provider", "model", *CALL_FIGURES]
 # Targets are the prompt set's labels (provider, model and parameters beside them): two
 # temperatures of one model are two rows here, one row in the per-model comparison.
-TARGET_COLUMNS = [
-    "target", "provider", "model", "params", "calls", *CALL_STATUSES, "success_rate",
-    "avg_latency_ms", "p50_latency_ms", "p95_latency_ms", "avg_tokens", "prompt_tokens",
-    "completion_tokens", "total_tokens", "calls_without_token_split", "estimated_cost_usd",
-    "cost_status",
-]  # fmt: skip
+TARGET_COLUMNS = ["target", "provider", "model", "params", *CALL_FIGURES]
 TIME_SERIES_METRICS = (
-    "calls", "successes", "failures", "success_rate", "total_tokens", "avg_latency_ms",
+    "calls",
+    "successes",
+    "failures",
+    "success_rate",
+    "total_tokens",
+    "avg_latency_ms",
     "p95_latency_ms",
-)  # fmt: skip
+)
 # p95 per bucket needs a sort of every row by (bucket, provider, latency): asked for, not default
 DEFAULT_TIME_SERIES_METRICS = TIME_SERIES_METRICS[:-1]
-RECENT_COLUMNS = [
-    "id", "created_at", "provider", "model", "status", "prompt", "answer", "latency_ms",
-    "total_tokens", "error",
-]  # fmt: skip
-SEARCH_COLUMNS = [
-    "id", "created_at", "provider", "model", "status", "matched_in", "snippet", "prompt",
-    "answer",
-]  # fmt: skip
+CALL_COLUMNS = ["id", "created_at", "provider", "model", "status"]
+RECENT_COLUMNS = [*CALL_COLUMNS, "prompt", "answer", "latency_ms", "total_tokens", "error"]
+SEARCH_COLUMNS = [*CALL_COLUMNS, "matched_in", "snippet", "prompt", "answer"]
+
+# Where a search term was found, by (in the prompt, in the answer); "request" is elsewhere in
+# the request, e.g. a system message or an earlier turn.
+MATCHED_IN = {
+    (True, True): "prompt+answer",
+    (True, False): "prompt",
+    (False, True): "answer",
+    (False, False): "request",
+}
 
 
 # --- reading captured calls ---------------------------------------------------------------
@@ -290,12 +306,7 @@ class StudyService:
                 needle = term.casefold()
                 in_prompt = prompt is not None and needle in prompt.casefold()
                 in_answer = answer is not None and needle in answer.casefold()
-                matched = (
-                    "prompt+answer" if in_prompt and in_answer
-                    else "prompt" if in_prompt
-                    else "answer" if in_answer
-                    else "request"  # e.g. a system message or an earlier turn
-                )  # fmt: skip
+                matched = MATCHED_IN[in_prompt, in_answer]
                 source = prompt if in_prompt else answer if in_answer else ""
                 rows.append(
                     {

@@ -181,3 +181,67 @@ def test_asset_graph_shape():
         "every_response_embedded",
         "embedding_dimensions_consistent",
     } <= checks
+
+
+def test_the_code_location_holds_exactly_these_definitions():
+    # Assets and checks are discovered from the assets package: a helper left at module scope, or
+    # a module that stops being imported, would change this inventory.
+    graph = defs.resolve_asset_graph()
+    assert {k.to_user_string() for k in graph.get_all_asset_keys()} == {
+        "prompt_set",
+        "inference_run",
+        "response_embeddings",
+        "study_results",
+        "provider_comparison",
+        "usage_time_series",
+        "study_summary",
+        "recent_calls",
+        "legacy_inference_runs",
+        "migrated_raw_calls",
+        "answer_equivalence_classes",
+        "sample_dispersion",
+        "cross_target_agreement",
+        "answer_drift",
+        "uncertainty_calibration",
+        "answer_clusters",
+    }
+    assert {f"{c.asset_key.to_user_string()}:{c.name}" for c in graph.asset_check_keys} == {
+        "prompt_set:prompt_set_is_valid",
+        "inference_run:every_request_captured",
+        "inference_run:failure_rate",
+        "inference_run:raw_calls_are_immutable",
+        "response_embeddings:every_response_embedded",
+        "response_embeddings:embedding_dimensions_consistent",
+        "migrated_raw_calls:row_counts_match",
+        "migrated_raw_calls:batch_sizes_match",
+        "migrated_raw_calls:batch_order_matches",
+        "migrated_raw_calls:timestamps_match",
+        "migrated_raw_calls:sample_parity",
+        "migrated_raw_calls:no_rows_quarantined",
+        "answer_equivalence_classes:every_answer_in_one_class",
+        "sample_dispersion:dispersion_in_bounds",
+        "sample_dispersion:deterministic_targets_stable",
+        "sample_dispersion:enough_samples_for_entropy",
+        "cross_target_agreement:targets_agree_on_modal_answer",
+        "answer_drift:no_significant_drift",
+        "uncertainty_calibration:calibration_has_both_classes",
+    }
+    repository = defs.get_repository_def()
+    assert {j.name for j in repository.get_all_jobs()} - {"__ASSET_JOB"} == {
+        "study_job",
+        "variation_job",
+        "results_job",
+        "adhoc_prompt_job",
+        "migration_job",
+        "analytics_job",
+        "prompt_search_job",
+    }
+    assert {s.name for s in repository.sensor_defs} == {
+        "prompt_set_sensor",
+        "legacy_database_sensor",
+        "record_failed_runs",
+        "analytics_automation",
+        "variation_automation",
+        "analytics_after_migration",
+    }
+    assert {s.name for s in repository.schedule_defs} == {"daily_prompt_sets", "hourly_prompt_sets"}

@@ -159,26 +159,11 @@ class EmbeddingService:
     # --- public API ------------------------------------------------------------------------
 
     async def get_embedding(
-        self,
-        text: str | EmbeddingRequest,
-        *,
-        model: str | None = None,
-        dimensions: int | None = None,
-        encoding_format: str | None = None,
-        truncate: bool | None = None,
-        group_id: int | None = None,
-        metadata: Mapping[str, Any] | None = None,
+        self, text: str | EmbeddingRequest, **options: Any
     ) -> EmbeddingResponse:
-        """One embedding (cached). Raises `EmbeddingError` if the item fails."""
-        [response] = await self.get_embeddings_batch(
-            [text],
-            model=model,
-            dimensions=dimensions,
-            encoding_format=encoding_format,
-            truncate=truncate,
-            group_id=group_id,
-            metadata=metadata,
-        )
+        """One embedding (cached), with `get_embeddings_batch`'s keyword options. Raises
+        `EmbeddingError` if the item fails."""
+        [response] = await self.get_embeddings_batch([text], **options)
         if response.error is not None:
             raise response.error
         return response

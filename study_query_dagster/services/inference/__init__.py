@@ -1,17 +1,5 @@
-"""Chat inference: `InferenceService` and the parts it is made of.
-
-| module | job |
-| --- | --- |
-| `requests` | validate what a caller gives, preprocess, hash (`compute_request_hash`) |
-| `attempts` | send one request under the provider's limits, retried by the `RetryPolicy` |
-| `records` | the raw_calls rows (the capture format) and the results callers get |
-| `dedup` | identical in-flight requests share one call and one row |
-| `batching` | the worker pool behind `run_batch` / `run_sampling` |
-| `store`, `capture` | the database side: lookups, groups, group-commit writes |
-| `rate_limits`, `quota`, `clock` | `TokenBucket`, `ProviderLimits` (concurrency and RPM/TPM per provider, in one process), `QuotaGate` (the quota the server reports, per model) |
-| `shared_limits` | `SharedProviderLimits`: the same limits held for every process, through the database |
-| `service` | `InferenceService`, the front door |
-"""
+"""Chat inference: `InferenceService` and the parts it is made of, one job per module
+(docs/ARCHITECTURE.md lists them)."""
 
 from .batching import BatchResults
 from .capture import CaptureWriter, Membership

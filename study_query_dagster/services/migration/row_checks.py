@@ -1,7 +1,7 @@
-"""The backfill checks that compare rows: `timestamps_match` and `sample_parity`.
+"""The comparison pass behind `timestamps_match` and `sample_parity`, and their reports.
 
-Both compare sampled rows (`sample_size`, seeded; the seed is reported so a failing sample can
-be drawn again) or every row (`sample_size=None`) through `compare.compare_rows`: created_at
+One pass compares sampled rows (`sample_size`, seeded; the seed is reported so a failing sample
+can be drawn again) or every row (`sample_size=None`) through `compare.compare_rows`: created_at
 differences are `timestamps_match`'s, all other fields `sample_parity`'s. `timestamps_match`
 also compares the earliest and latest created_at of every batch and of all rows.
 """
@@ -10,13 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...db import DatabaseConnection
-from ...db.legacy_reader import Legacy
 from .checks import merge, quarantined_per_batch
 from .compare import Difference, RowComparison, compare_rows
-from .context import CheckContext, checking
+from .context import CheckContext
 from .convert import as_timestamp
-from .report import MISMATCH_LIMIT, Mismatches, ValidationReport, empty_report, make_report, preview
+from .report import Mismatches, ValidationReport, make_report, preview
 
 DEFAULT_SAMPLE = 200
 
@@ -126,40 +124,3 @@ def parity_report(
 ) -> ValidationReport:
     counts = {**_sample_counts(comparison), "mismatches": others.count}
     return make_report("sample_parity", ctx.source_id, counts, others)
-
-
-def timestamps_match(
-    legacy: Legacy,
-    target: DatabaseConnection,
-    *,
-    source_id: str | None = None,
-    sample_size: int | None = DEFAULT_SAMPLE,
-    seed: int | None = None,
-    limit: int = MISMATCH_LIMIT,
-) -> ValidationReport:
-    """Earliest and latest created_at per batch (and over all rows) agree, and sampled rows
-    (every row with `sample_size=None`) have exactly their v1 created_at."""
-    with checking(legacy, target, source_id) as ctx:
-        if ctx is None:
-            return empty_report("timestamps_match")
-        comparison, times, _ = compare_sample(ctx, sample_size, seed, limit)
-        return timestamps_report(ctx, comparison, times)
-
-
-def sample_parity(
-    legacy: Legacy,
-    target: DatabaseConnection,
-    *,
-    source_id: str | None = None,
-    sample_size: int | None = DEFAULT_SAMPLE,
-    seed: int | None = None,
-    limit: int = MISMATCH_LIMIT,
-) -> ValidationReport:
-    """Sampled v1 rows (every row with `sample_size=None`) equal their raw_call on every
-    migrated field: prompt, response, provider, model, tokens (with the split), latency, v1 id,
-    batch id, v1 metadata and how it was encoded."""
-    with checking(legacy, target, source_id) as ctx:
-        if ctx is None:
-            return empty_report("sample_parity")
-        comparison, _, others = compare_sample(ctx, sample_size, seed, limit)
-        return parity_report(ctx, comparison, others)

@@ -1,8 +1,10 @@
-"""`validate_migration`: the backfill checks of one source, with one row comparison pass."""
+"""`validate_migration`: the backfill checks of one source, with one row comparison pass; and
+the two row checks on their own."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from ...db import DatabaseConnection
 from ...db.legacy_reader import Legacy
@@ -51,3 +53,19 @@ def validate_migration(
             else:
                 reports.append(WHOLE_SET_CHECKS[name](ctx.source, target, **known))
         return reports
+
+
+def timestamps_match(
+    legacy: Legacy, target: DatabaseConnection, **options: Any
+) -> ValidationReport:
+    """Earliest and latest created_at per batch (and over all rows) agree, and sampled rows
+    (every row with `sample_size=None`) have exactly their v1 created_at. `options` are
+    `validate_migration`'s: source_id, sample_size, seed, limit."""
+    return validate_migration(legacy, target, checks=["timestamps_match"], **options)[0]
+
+
+def sample_parity(legacy: Legacy, target: DatabaseConnection, **options: Any) -> ValidationReport:
+    """Sampled v1 rows (every row with `sample_size=None`) equal their raw_call on every
+    migrated field: prompt, response, provider, model, tokens (with the split), latency, v1 id,
+    batch id, v1 metadata and how it was encoded. `options` as for `timestamps_match`."""
+    return validate_migration(legacy, target, checks=["sample_parity"], **options)[0]

@@ -9,16 +9,42 @@ from ..formatting import round_sig
 from .run_data import RunData
 
 TARGET_TABLE = [
-    "target", "provider", "model", "params", "calls", "success_rate", "p50_latency_ms",
-    "p95_latency_ms", "total_tokens", "estimated_cost_usd", "cost_status",
-]  # fmt: skip
+    "target",
+    "provider",
+    "model",
+    "params",
+    "calls",
+    "success_rate",
+    "p50_latency_ms",
+    "p95_latency_ms",
+    "total_tokens",
+    "estimated_cost_usd",
+    "cost_status",
+]
 ANSWER_TABLE = [
-    "prompt", "target", "samples", "answered", "distinct_answers", "top_answer", "top_answer_share",
-]  # fmt: skip
+    "prompt",
+    "target",
+    "samples",
+    "answered",
+    "distinct_answers",
+    "top_answer",
+    "top_answer_share",
+]
 CALL_TABLE = [
-    "call_id", "item_key", "prompt", "target", "sample", "status", "answer", "error_type", "error",
-    "latency_ms", "total_tokens", "cost_usd", "created_at",
-]  # fmt: skip
+    "call_id",
+    "item_key",
+    "prompt",
+    "target",
+    "sample",
+    "status",
+    "answer",
+    "error_type",
+    "error",
+    "latency_ms",
+    "total_tokens",
+    "cost_usd",
+    "created_at",
+]
 
 
 def target_rows(run: RunData, *, rounded: bool = True) -> list[dict[str, Any]]:

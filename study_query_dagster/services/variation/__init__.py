@@ -1,24 +1,6 @@
 """Answer variation: how much a target's answers to one prompt vary across samples, how
-targets disagree, and how answers drift between runs.
-
-| Module | Role |
-| --- | --- |
-| `normalize` | what `exact` equivalence compares |
-| `metrics` | the formulas (semantic entropy, agreement, SEU, Vendi, JSD, ...) |
-| `drift` | drift formulas and the permutation test |
-| `strategies` | `EquivalenceStrategy`: `exact`, `embedding`; `STRATEGIES`, `strategy_for_config` |
-| `entailment`, `judge` | the `entailment` strategy and its LLM judge (`InferenceJudge`) |
-| `embedder` | `Embedder` over an `EmbeddingService` |
-| `config` | `VariationConfig`, a prompt set's `variation:` block |
-| `cells`, `scope` | a run's cells (prompt x target) from its calls; the run and its baseline |
-| `classes`, `stored` | classified cells; classes as `semantic_cluster` groups and back |
-| `measures` | classified cells -> `MetricValue`s with their n |
-| `service` | `VariationService`: the five computations, stored in `variation_results` |
-| `correctness`, `calibration`, `calibrate` | right answers against references; AUROC, accuracy at coverage; a run's calibration |
-| `clustering`, `answer_clusters` | scikit-learn clustering of answer embeddings; `AnswerClusterService` |
-| `reports`, `checks`, `charts`, `analysis_charts` | what the assets show and check |
-| `runner` | the entry points the assets call (`measure`, `cluster_answers`, `open_checks`) |
-"""
+targets disagree, how answers drift between runs, and how well uncertainty predicts wrong
+answers."""
 
 from ..prompt_sets.variation import VariationConfig
 from .answer_clusters import AnswerClusterService, ClusterSummarizer

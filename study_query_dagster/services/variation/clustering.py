@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from .metrics import unit_rows
+
 # Bump when a rule or what it is computed over changes: clusterings of different versions are
 # other results.
 CLUSTERING_VERSION = "1"
@@ -66,16 +68,6 @@ class Clustering:
             "sweep": [vars(p) for p in self.sweep],
             "note": self.note,
         }
-
-
-def unit_rows(vectors: np.ndarray) -> np.ndarray:
-    matrix = np.asarray(vectors, dtype=np.float64)
-    if matrix.ndim != 2 or matrix.shape[0] == 0:
-        raise ValueError(f"expected a non-empty matrix of vectors (got shape {matrix.shape})")
-    norms = np.linalg.norm(matrix, axis=1)
-    if np.any(norms == 0) or not np.all(np.isfinite(norms)):
-        raise ValueError("every answer's embedding needs a finite, non-zero norm")
-    return matrix / norms[:, None]
 
 
 def first_appearance_labels(labels: np.ndarray) -> np.ndarray:

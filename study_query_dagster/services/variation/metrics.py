@@ -103,18 +103,20 @@ def mean_length(texts: Sequence[str]) -> float:
     return float(np.mean([len(t) for t in texts]))
 
 
-def _unit_rows(vectors: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
+def unit_rows(vectors: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
+    """The vectors (one per row) scaled to unit length; ValueError for an empty matrix or a
+    zero or non-finite vector (its direction is undefined)."""
     matrix = np.asarray(vectors, dtype=np.float64)
     if matrix.ndim != 2 or matrix.shape[0] == 0:
         raise ValueError(f"expected a non-empty matrix of vectors (got shape {matrix.shape})")
     norms = np.linalg.norm(matrix, axis=1)
     if np.any(norms == 0) or not np.all(np.isfinite(norms)):
-        raise ValueError("every vector needs a finite, non-zero norm for cosine similarity")
+        raise ValueError("every vector needs a finite, non-zero norm")
     return matrix / norms[:, None]
 
 
 def cosine_similarity_matrix(vectors) -> np.ndarray:
-    unit = _unit_rows(vectors)
+    unit = unit_rows(vectors)
     return np.clip(unit @ unit.T, -1.0, 1.0)
 
 
