@@ -27,6 +27,7 @@ from ..db import DatabaseConnection, GroupRepository, RunCallsRepository
 from ..log import get_logger
 from .inference import InferenceService, compute_request_hash
 from .prompt_sets import PromptSet, WorkItem
+from .retry import RetryPolicy
 
 logger = get_logger(__name__)
 
@@ -320,6 +321,10 @@ def copy_members(db: DatabaseConnection, run_group_id: int, prompt_set_group_id:
             page = RunCallsRepository(session).member_page(run_group_id, after, CHUNK)
         if not page:
             return
-        with db.session_scope() as session:
-            GroupRepository(session).add_group_members(prompt_set_group_id, [c for _, _, c in page])
+        # idempotent (calls already in the group are skipped), so a page whose write met a
+        # locked or lost database is simply written again
+        for attempt in RetryPolicy().synchronous():
+            with attempt, db.session_scope() as session:
+                calls = [c for _, _, c in page]
+                GroupRepository(session).add_group_members(prompt_set_group_id, calls)
         after = page[-1][:2]

@@ -2,7 +2,10 @@
 the items' order whatever finishes first, samples are draws (distinct seeds unless the set
 says `sample_seed: fixed`), and a resumed run appends its positions after the first ones."""
 
+import sqlite3
 import textwrap
+
+from sqlalchemy.exc import OperationalError
 
 from study_query_dagster.db import GroupRepository, RawCallRepository
 from study_query_dagster.providers import OpenAIProvider
@@ -153,3 +156,25 @@ async def test_a_prompt_set_sends_tools_and_logprobs_and_keeps_what_came_back(db
     [tool_call] = calls["tools"].response_json["message"]["tool_calls"]
     assert tool_call["function"]["name"] == "get_weather"
     assert [t["token"] for t in logprobs["content"]] == ["echo:", " Weather", " in", " Lima?"]
+
+
+async def test_a_locked_database_while_copying_members_is_retried(db, llm_server, monkeypatch):
+    """The run's calls are copied to its prompt set's group page by page; a page whose write
+    meets a locked database (SQLite under load) is written again, each call once."""
+    ps = prompt_set(TWO_TARGETS)
+    run_id, stored_id = groups(db, ps.name)
+    real = GroupRepository.add_group_members
+    refused = []
+
+    def locked_once(self, group_id, calls, role=None):
+        if group_id == stored_id and not refused:
+            real(self, group_id, calls, role)  # written, then the transaction fails
+            refused.append(group_id)
+            raise OperationalError("INSERT", {}, sqlite3.OperationalError("database is locked"))
+        return real(self, group_id, calls, role)
+
+    monkeypatch.setattr(GroupRepository, "add_group_members", locked_once)
+    report = await execute(db, llm_server, ps, run_id, stored_id)
+    assert report.outcomes["success"] == 8 and refused == [stored_id]
+    keys = [item.key for item in ps.work_items()]
+    assert [key for _, key in members(db, stored_id)] == keys
