@@ -136,7 +136,8 @@ class Chat:
 
         return ProviderFactory.missing_env_vars(provider, self.settings)
 
-    def provider_limits(self, provider: str):
+    def provider_limits(self, provider: str, db=None):
+        # `db` is for limits shared through the database (ChatServices); the bench keeps its own.
         from study_query_dagster.services.inference import ProviderLimits
 
         return ProviderLimits(8, None, None)
