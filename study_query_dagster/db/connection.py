@@ -63,7 +63,11 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):
-        conn.exec_driver_sql("BEGIN")
+        # `sqlite_immediate`: take the write lock up front. A deferred transaction that read
+        # first and writes later fails at once ("database is locked", no busy wait) if another
+        # process wrote in between.
+        immediate = conn.get_execution_options().get("sqlite_immediate")
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
 class DatabaseConnection:
@@ -130,7 +134,10 @@ class DatabaseConnection:
         from alembic import command
 
         started = time.perf_counter()
-        with self.engine.begin() as connection:
+        # Alembic reads the schema before it changes it: on SQLite, the write lock first, so
+        # that processes starting together on a new file wait for each other instead of failing.
+        options = {"sqlite_immediate": True} if self.dialect == "sqlite" else {}
+        with self.engine.connect().execution_options(**options) as connection, connection.begin():
             config = alembic_config(connection)
             command.upgrade(config, "head")
         logger.info(

@@ -266,6 +266,9 @@ def test_targets_of_one_provider_share_its_concurrency_limit(db_url, prompt_dir,
         api_key="sk-test-fake", base_url=llm_server.openai_base_url, max_concurrency=2
     )
     resources["llm"] = LLMProvidersResource(openai=openai, **FAST_RETRIES)
+    # The first answer waits for a second request: two are in flight at once, whatever the
+    # speed. The latency only gives a broken limit (2 per model) time to show a third.
+    llm_server.hold(until=lambda requests: len(requests) >= 2, match="/chat/completions")
     llm_server.latency_s = 0.05
     result = materialize(resources, "pair")
     assert result.success

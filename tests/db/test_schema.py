@@ -1,9 +1,11 @@
 """Schema set-up, Alembic parity, and the append-only guarantee, on SQLite and PostgreSQL."""
 
+import sqlite3
+
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect, text
+from sqlalchemy import event, inspect, text
 from sqlalchemy.exc import DatabaseError, IntegrityError
 
 from study_query_dagster.db import DatabaseConnection, GroupRepository, RawCallRepository
@@ -32,6 +34,36 @@ def test_init_db_creates_schema_and_is_idempotent(empty_db_url):
         assert (
             conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == alembic_head()
         )
+    db.dispose()
+
+
+def test_a_process_migrating_a_new_sqlite_file_waits_for_one_that_wrote_meanwhile(tmp_path):
+    # Another process (a sensor, a second run) holds the write lock on the new file and commits
+    # right before our first write, the worst moment: a transaction that had read first would
+    # fail at once with "database is locked" (a stale snapshot gets no busy wait).
+    path = tmp_path / "app.db"
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("PRAGMA journal_mode=WAL")
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("CREATE TABLE written_by_another_process (x)")
+    db = DatabaseConnection(f"sqlite:///{path}")
+
+    @event.listens_for(db.engine, "before_cursor_execute")
+    def other_commits_before_our_first_write(conn, cursor, statement, *args):
+        words = statement.split()[:2]
+        takes_the_lock = words[:1] in (["CREATE"], ["INSERT"], ["ALTER"]) or words == [
+            "BEGIN",
+            "IMMEDIATE",
+        ]  # a deferred BEGIN takes no lock, nor does a read
+        if other.in_transaction and takes_the_lock:
+            other.execute("COMMIT")
+
+    try:
+        db.init_db()
+    finally:
+        event.remove(db.engine, "before_cursor_execute", other_commits_before_our_first_write)
+        other.close()
+    assert set(inspect(db.engine).get_table_names()) >= TABLES | {"written_by_another_process"}
     db.dispose()
 
 

@@ -27,6 +27,7 @@ from tests.support.celery_workers import BIN, REDIS_SERVER, celery_workers, redi
 from tests.support.deployment import DEPLOY_DIR, ROOT
 from tests.support.fake_llm_server import Quota
 from tests.support.pipeline import write_prompt_set
+from tests.support.processes import HANG_GUARD_S
 
 pytestmark = [
     pytest.mark.slow,
@@ -127,7 +128,7 @@ def test_four_runs_spread_over_two_celery_workers(tmp_path, llm_server):
             outputs = []
             try:
                 for proc in procs:
-                    outputs.append(proc.communicate(timeout=1800)[0])
+                    outputs.append(proc.communicate(timeout=HANG_GUARD_S)[0])
             finally:
                 for proc in procs:
                     if proc.poll() is None:

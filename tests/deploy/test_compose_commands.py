@@ -17,7 +17,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, inspect
 
-from tests.support.processes import STARTUP_DEADLINE_S, free_port
+from tests.support.processes import HANG_GUARD_S, free_port
 
 from .files import DEPLOY, WORKSPACE, compose
 
@@ -47,7 +47,7 @@ def _probe(
 
 
 def _wait_healthy(name: str, service: dict, ports, env, cwd, proc, log: Path) -> None:
-    deadline = time.monotonic() + STARTUP_DEADLINE_S
+    deadline = time.monotonic() + HANG_GUARD_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise AssertionError(
@@ -135,7 +135,9 @@ def test_compose_services_start_find_each_other_and_pass_their_probes(
                 # The webserver reached the code server through the gRPC workspace entry.
                 query = "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus locationOrLoadError { __typename } } } } }"
                 reply = httpx.post(
-                    f"http://127.0.0.1:{ports['3000']}/graphql", json={"query": query}, timeout=30
+                    f"http://127.0.0.1:{ports['3000']}/graphql",
+                    json={"query": query},
+                    timeout=HANG_GUARD_S,
                 ).json()
                 entries = reply["data"]["workspaceOrError"]["locationEntries"]
                 assert [(e["name"], e["loadStatus"]) for e in entries] == [
@@ -147,7 +149,7 @@ def test_compose_services_start_find_each_other_and_pass_their_probes(
                 status = httpx.post(
                     f"http://127.0.0.1:{ports['3000']}/graphql",
                     json={"query": STATUS_QUERY.read_text()},
-                    timeout=30,
+                    timeout=HANG_GUARD_S,
                 ).json()
                 assert "errors" not in status, status
                 data = status["data"]

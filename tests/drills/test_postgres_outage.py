@@ -74,14 +74,25 @@ def test_database_outage_fails_the_run_clearly_and_reexecution_completes_it(
     uri = own_postgres.get_uri()
     write_prompt_set(prompt_dir, "outage", drill_prompt_set("outage", 250))
     study_job_env(monkeypatch, db_url, prompt_dir, llm_server.url)
-    llm_server.latency_s = 0.2  # calls are in flight when the database goes away
     faults = ScriptedFaults()
-    llm_server.fault_fn = faults
+    stopped = threading.Event()
+
+    def answer_after_the_outage(request):
+        # Requests after the STOP_AFTER-th wait for the outage: calls are in flight when the
+        # database goes away, and the run cannot finish first, however fast the machine.
+        if llm_server.count("/chat/completions") >= STOP_AFTER:
+            stopped.wait()
+        return faults(request)
+
+    llm_server.fault_fn = answer_after_the_outage
 
     def stop_mid_run():
-        while llm_server.count("/chat/completions") < STOP_AFTER:
-            time.sleep(0.01)
-        stop(own_postgres)
+        try:
+            while llm_server.count("/chat/completions") < STOP_AFTER:
+                time.sleep(0.01)
+            stop(own_postgres)
+        finally:
+            stopped.set()  # never leave the server's threads waiting
 
     stopper = threading.Thread(target=stop_mid_run, daemon=True)
     stopper.start()

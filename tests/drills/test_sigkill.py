@@ -23,6 +23,7 @@ from tests.support.drills import (
     run_calls,
     study_job_env,
 )
+from tests.support.fake_llm_server import FakeLLMServer, Fault
 from tests.support.pipeline import reconstructable_study_job, write_prompt_set
 
 CONCURRENCY = 16  # per target (the providers' default), two targets
@@ -32,18 +33,32 @@ AT_RISK = 2 * 2 * CONCURRENCY
 KILL_AFTER = 150  # requests seen by the server
 
 
+@pytest.fixture
+def again():
+    """A second fake server, for the re-execution."""
+    with FakeLLMServer() as server:
+        yield server
+
+
 @pytest.mark.slow
 def test_sigkill_mid_run_then_reexecution_loses_nothing_and_repeats_nothing(
-    db_url, prompt_dir, llm_server, tmp_path, monkeypatch
+    db_url, prompt_dir, llm_server, again, tmp_path, monkeypatch
 ):
     home = tmp_path / "dagster_home"
     home.mkdir()
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     write_prompt_set(prompt_dir, "killed", drill_prompt_set("killed", 250))
     study_job_env(monkeypatch, db_url, prompt_dir, llm_server.url)
-    llm_server.latency_s = 0.2  # ~3 s of calls: the kill lands mid-run
     faults = ScriptedFaults()  # no faults: only records who asked what
-    llm_server.fault_fn = faults
+
+    def answer_until_the_kill(request):
+        # Requests after the KILL_AFTER-th get no answer until their client hangs up: the kill
+        # lands mid-run with calls in flight, however fast the machine.
+        if llm_server.count("/chat/completions") >= KILL_AFTER:
+            return Fault(kind="slow", hang_s=None)
+        return faults(request)
+
+    llm_server.fault_fn = answer_until_the_kill
 
     log = tmp_path / "run.log"
     with log.open("w") as out:
@@ -61,14 +76,12 @@ def test_sigkill_mid_run_then_reexecution_loses_nothing_and_repeats_nothing(
             os.killpg(child.pid, signal.SIGKILL)
         child.wait()
     assert child.returncode == -signal.SIGKILL
-    # Bytes the dead process had already written may still reach the server a moment later
-    # (as a truncated request): let the request log settle before drawing the line.
-    settled = -1
-    while settled != len(llm_server.requests):
-        settled = len(llm_server.requests)
-        time.sleep(1.0)
-    sent_before = len(llm_server.requests)
-    assert KILL_AFTER <= sent_before < 500
+    assert KILL_AFTER <= len(llm_server.requests) < 500
+
+    # The re-execution calls a server of its own: bytes the dead process had written may still
+    # reach the first one (as a truncated request) at any later moment, and must not count.
+    again.fault_fn = faults
+    study_job_env(monkeypatch, db_url, prompt_dir, again.url)
 
     with dg.DagsterInstance.get() as instance:
         [run] = instance.get_runs()
@@ -102,7 +115,7 @@ def test_sigkill_mid_run_then_reexecution_loses_nothing_and_repeats_nothing(
 
     # No successful call is repeated: the re-execution sent exactly the items without a
     # captured success, once each...
-    resent = Counter(request_key(r) for r in llm_server.requests[sent_before:])
+    resent = Counter(request_key(r) for r in again.requests)
     assert set(resent) == set(successes) - captured and set(resent.values()) == {1}
     # ...so the only items the server answered twice are calls the kill caught in flight or
     # before their commit: their answers never reached the database.

@@ -13,6 +13,7 @@ from study_query_dagster.cli import ensure_dagster_home
 from study_query_dagster.db import DatabaseConnection, RawCall
 from tests.support.dagster_dev import DagsterDev
 from tests.support.pipeline import write_prompt_set
+from tests.support.processes import HANG_GUARD_S
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -46,15 +47,17 @@ def dagster_dev(tmp_path):
         yield dev, prompt_dir, db_url
 
 
-def wait_for_analytics(dev: DagsterDev, min_calls: int, deadline_s: float = 240) -> dict:
-    """Metadata of the first provider_comparison materialization that counts `min_calls`."""
+def wait_for_analytics(dev: DagsterDev, min_calls: int) -> dict:
+    """Metadata of the first provider_comparison materialization that counts `min_calls`
+    (however long the daemon takes while it lives; `HANG_GUARD_S` only ends a hang)."""
     import time
 
     import dagster as dg
 
-    deadline = time.monotonic() + deadline_s
+    deadline = time.monotonic() + HANG_GUARD_S
     with dg.DagsterInstance.from_config(str(dev.home)) as instance:
         while time.monotonic() < deadline:
+            dev.check_alive()
             event = instance.get_latest_materialization_event(dg.AssetKey("provider_comparison"))
             if event is not None:
                 metadata = {k: getattr(v, "value", v) for k, v in
@@ -62,7 +65,7 @@ def wait_for_analytics(dev: DagsterDev, min_calls: int, deadline_s: float = 240)
                 if metadata["calls"] >= min_calls:
                     return metadata
             time.sleep(2)
-    raise AssertionError(f"analytics were not refreshed:\n{dev.log_tail()}")
+    raise AssertionError(f"analytics were not refreshed in {HANG_GUARD_S} s:\n{dev.log_tail()}")
 
 
 def screenshot(url: str, path: Path) -> None:
@@ -73,8 +76,8 @@ def screenshot(url: str, path: Path) -> None:
         page = browser.new_page(viewport={"width": 1700, "height": 1000})
         page.goto(url, wait_until="networkidle")
         # the lineage graph draws its asset nodes once the code location has answered
-        page.get_by_text("prompt_set", exact=True).first.wait_for(timeout=60_000)
-        page.wait_for_timeout(2000)
+        page.get_by_text("prompt_set", exact=True).first.wait_for(timeout=HANG_GUARD_S * 1000)
+        page.wait_for_load_state("networkidle")  # and whatever it fetched for them
         page.screenshot(path=str(path))
         browser.close()
 

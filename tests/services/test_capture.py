@@ -19,16 +19,18 @@ from study_query_dagster.db import DatabaseConnection, GroupRepository, RawCall
 from study_query_dagster.providers import OpenAIProvider, ProviderError, ProviderFactory
 from study_query_dagster.services import InferenceService
 from tests.support.fake_llm_server import Fault
+from tests.support.inflight import until_joined
 
 KEY = "sk-capture-test-0123456789"
 
 
-def slow_for(word: str, seconds: float = 20.0):
-    """A fault_fn: requests whose last message contains `word` answer after `seconds`."""
+def slow_for(word: str):
+    """A fault_fn: requests whose last message contains `word` get no answer until the client
+    hangs up (the tests cancel them; no machine is slow enough to see them answered)."""
 
     def fault(request):
         content = request.body["messages"][-1]["content"] if isinstance(request.body, dict) else ""
-        return Fault(kind="slow", hang_s=seconds) if word in content else None
+        return Fault(kind="slow", hang_s=None) if word in content else None
 
     return fault
 
@@ -164,12 +166,16 @@ async def test_a_cancelled_single_call_is_recorded(db_url, provider, llm_server)
 async def test_one_of_two_deduplicated_callers_cancelling_does_not_stop_the_call(
     sqlite_db, provider, llm_server
 ):
-    llm_server.latency_s = 0.3
+    llm_server.hold(until=lambda _: False)  # no answer until the test lets it go
     svc = InferenceService(provider, sqlite_db)
     first = asyncio.create_task(svc.run_inference("shared"))
     second = asyncio.create_task(svc.run_inference("shared"))
+    await until_joined(svc, 2, [first, second])
     await wait_until(lambda: llm_server.count() == 1)
     first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    llm_server.release()  # the call outlived the caller that cancelled
     result = await second
     assert result["status"] == "success" and llm_server.count() == 1
     assert count_rows(str(sqlite_db.url)) == 1

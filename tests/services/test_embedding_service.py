@@ -349,7 +349,7 @@ async def test_non_retryable_errors_are_persisted_as_failed_calls(db, llm_server
 
 
 async def test_a_timeout_is_captured_with_status_timeout(db, llm_server):
-    llm_server.script(Fault(kind="hang", hang_s=5), match="embeddings")
+    llm_server.script(Fault(kind="hang", hang_s=None), match="embeddings")  # never answers
     provider = OpenAIEmbeddingProvider(KEY, llm_server.openai_base_url, timeout=0.3)
     async with EmbeddingService(db, provider, retry=RetryPolicy(max_retries=0)) as svc:
         [result] = await svc.get_embeddings_batch(["slow"])

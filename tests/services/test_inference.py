@@ -13,6 +13,7 @@ from study_query_dagster.services import InferenceService, ProviderLimits, compu
 from study_query_dagster.services.pricing import estimate_cost
 from tests.support.clock import ManualClock
 from tests.support.fake_llm_server import Fault
+from tests.support.inflight import until_joined
 
 KEY = "sk-inference-test-0123456789"
 
@@ -191,9 +192,12 @@ async def test_retryable_errors_exhaust_max_retries(db, provider, llm_server):
 
 
 async def test_identical_concurrent_requests_share_one_call_and_row(db, provider, llm_server):
-    llm_server.latency_s = 0.2
+    llm_server.hold(until=lambda _: False)  # no answer until all 20 callers wait on the call
     svc = service(provider, db)
-    results = await asyncio.gather(*(svc.run_inference("same question") for _ in range(20)))
+    tasks = [asyncio.ensure_future(svc.run_inference("same question")) for _ in range(20)]
+    await until_joined(svc, 20, tasks)
+    llm_server.release()
+    results = await asyncio.gather(*tasks)
     assert llm_server.count("/chat/completions") == 1
     assert len(calls(db)) == 1
     assert {r["id"] for r in results} == {calls(db)[0].id}
@@ -287,9 +291,12 @@ async def test_run_batch_into_an_existing_or_named_group_with_item_metadata(db, 
 async def test_duplicate_in_two_concurrent_batches_is_one_call_in_both_groups(
     db, provider, llm_server
 ):
-    llm_server.latency_s = 0.2
+    llm_server.hold(until=lambda _: False)  # no answer until both batches wait on "shared"
     svc = service(provider, db)
-    one, two = await asyncio.gather(svc.run_batch(["shared", "x"]), svc.run_batch(["shared"]))
+    tasks = [asyncio.ensure_future(svc.run_batch(b)) for b in (["shared", "x"], ["shared"])]
+    await until_joined(svc, 2, tasks)
+    llm_server.release()
+    one, two = await asyncio.gather(*tasks)
     assert llm_server.count() == 2
     assert one[0]["id"] == two[0]["id"]
     assert [c for c, _, _ in members(db, two.group_id)] == [two[0]["id"]]

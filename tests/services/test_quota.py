@@ -111,11 +111,15 @@ async def test_a_server_that_says_nothing_is_never_waited_for():
 
 
 async def test_an_enforced_quota_loses_no_call_and_costs_few_429s(db, llm_server):
-    # 8 requests per 0.4 s window; 48 calls, 8 at a time, no RPM/TPM configured.
-    llm_server.quota = quota = Quota(requests=8, window_s=0.4)
+    # 8 requests per 0.4 s window; 48 calls, 8 at a time, no RPM/TPM configured. The server's
+    # windows and the client's gate share one clock that moves only when the gate waits, so
+    # what happens does not depend on how fast the machine is.
+    manual = ManualClock()
+    llm_server.quota = quota = Quota(requests=8, window_s=0.4, clock=manual.now)
     base_url = llm_server.openai_base_url
     async with OpenAIProvider(KEY, "gpt-4o-mini", base_url=base_url, timeout=60) as provider:
-        service = InferenceService(provider, db, max_concurrency=8, initial_wait=0.01)
+        limits = ProviderLimits(8, clock=manual.clock)
+        service = InferenceService(provider, db, limits=limits, initial_wait=0.01)
         results = await service.run_batch([f"question {i}" for i in range(48)])
     assert [r["status"] for r in results] == ["success"] * 48  # nothing lost
     windows = quota.window + 1
@@ -129,8 +133,9 @@ async def test_an_enforced_quota_loses_no_call_and_costs_few_429s(db, llm_server
 
 async def test_services_of_one_provider_share_its_quota(db, llm_server):
     # Two services (two targets) of one provider and model share the gate through limits.
-    llm_server.quota = quota = Quota(requests=6, window_s=0.4)
-    limits = ProviderLimits(6)
+    manual = ManualClock()  # the server's windows and the gate's, as above
+    llm_server.quota = quota = Quota(requests=6, window_s=0.4, clock=manual.now)
+    limits = ProviderLimits(6, clock=manual.clock)
     base_url = llm_server.openai_base_url
     async with (
         OpenAIProvider(KEY, "gpt-4o-mini", base_url=base_url, timeout=60) as one,

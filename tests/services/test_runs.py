@@ -2,8 +2,10 @@
 the items' order whatever finishes first, samples are draws (distinct seeds unless the set
 says `sample_seed: fixed`), and a resumed run appends its positions after the first ones."""
 
+import itertools
 import sqlite3
 import textwrap
+import threading
 
 from sqlalchemy.exc import OperationalError
 
@@ -63,13 +65,23 @@ def members(db, group_id) -> list[tuple[int, str]]:
 
 
 async def test_positions_are_unique_and_follow_item_order(db, llm_server):
-    # The first target answers slowly, so the second one's calls complete first.
-    llm_server.fault_fn = lambda r: (
-        Fault(kind="slow", hang_s=0.3) if r.body["model"] == "slow-model" else None
-    )
+    # The first target is answered only once the server has all four calls of the second, so
+    # the second one's calls complete first (each target has a service and slots of its own).
+    fast_sent, fast = threading.Event(), itertools.count(1)
+
+    def slow_after_fast(request):
+        if request.body["model"] == "slow-model":
+            fast_sent.wait()
+        elif next(fast) == 4:
+            fast_sent.set()
+
+    llm_server.fault_fn = slow_after_fast
     ps = prompt_set(TWO_TARGETS)
     run_id, stored_id = groups(db, ps.name)
-    report = await execute(db, llm_server, ps, run_id, stored_id)
+    try:
+        report = await execute(db, llm_server, ps, run_id, stored_id)
+    finally:
+        fast_sent.set()  # never leave the server's threads waiting
     assert report.outcomes["success"] == 8
     keys = [item.key for item in ps.work_items()]  # prompt, then target, then sample
     assert members(db, run_id) == list(enumerate(keys, start=1))

@@ -25,6 +25,7 @@ from study_query_dagster.services import SharedProviderLimits
 from study_query_dagster.services.inference.shared_limits import LimitConfig, Release, run_round
 from tests.support.clock import ManualClock
 from tests.support.fake_llm_server import Quota
+from tests.support.processes import HANG_GUARD_S
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -234,7 +235,9 @@ def test_three_processes_share_the_servers_quota(db_url, llm_server):
         for proc in procs:
             proc.stdin.write("go\n")
             proc.stdin.flush()
-        reports = [json.loads(proc.communicate(timeout=600)[0].splitlines()[-1]) for proc in procs]
+        reports = [
+            json.loads(proc.communicate(timeout=HANG_GUARD_S)[0].splitlines()[-1]) for proc in procs
+        ]
     finally:
         for proc in procs:
             if proc.poll() is None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from .processes import STARTUP_DEADLINE_S, free_port, wait_for_http
+from .processes import HANG_GUARD_S, free_port, wait_for_http
 
 ROOT = Path(__file__).resolve().parents[2]
 TERMINAL_RUN_STATUSES = {"SUCCESS", "FAILURE", "CANCELED"}
@@ -69,7 +69,9 @@ class DagsterDev:
 
     def graphql(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
         response = httpx.post(
-            f"{self.url}/graphql", json={"query": query, "variables": variables or {}}, timeout=60
+            f"{self.url}/graphql",
+            json={"query": query, "variables": variables or {}},
+            timeout=HANG_GUARD_S,  # a busy machine answers late, not never
         )
         response.raise_for_status()
         payload = response.json()
@@ -83,8 +85,9 @@ class DagsterDev:
             name loadStatus
             locationOrLoadError { __typename ... on PythonError { message } }
         } } } }"""
-        deadline = time.monotonic() + STARTUP_DEADLINE_S
+        deadline = time.monotonic() + HANG_GUARD_S
         while time.monotonic() < deadline:
+            self.check_alive()
             entries = self.graphql(query)["workspaceOrError"].get("locationEntries", [])
             if entries and all(e["loadStatus"] == "LOADED" for e in entries):
                 errors = [e["locationOrLoadError"] for e in entries
@@ -93,7 +96,9 @@ class DagsterDev:
                     raise AssertionError(f"code location failed to load: {errors}")
                 return
             time.sleep(0.5)
-        raise AssertionError(f"code location did not load:\n{self.log_tail()}")
+        raise AssertionError(
+            f"code location did not load in {HANG_GUARD_S} s (hung?):\n{self.log_tail()}"
+        )
 
     def runs(self, limit: int = 50) -> list[dict[str, Any]]:
         query = """
@@ -102,12 +107,25 @@ class DagsterDev:
         } } } }"""
         return self.graphql(query, {"limit": limit})["runsOrError"]["results"]
 
-    def wait_for_run(self, predicate, deadline_s: float = STARTUP_DEADLINE_S) -> dict[str, Any]:
-        """The first run matching `predicate` once it reaches a terminal status."""
-        deadline = time.monotonic() + deadline_s
+    def check_alive(self) -> None:
+        """Fail now, with the log, if `dagster dev` has exited."""
+        assert self.proc is not None, "dagster dev not started"
+        if self.proc.poll() is not None:
+            raise AssertionError(
+                f"dagster dev exited with {self.proc.returncode}:\n{self.log_tail()}"
+            )
+
+    def wait_for_run(self, predicate) -> dict[str, Any]:
+        """The first run matching `predicate` once it reaches a terminal status (however long
+        that takes while dagster dev lives; `HANG_GUARD_S` only ends a hang)."""
+        deadline = time.monotonic() + HANG_GUARD_S
         while time.monotonic() < deadline:
+            self.check_alive()
             for run in self.runs():
                 if predicate(run) and run["status"] in TERMINAL_RUN_STATUSES:
                     return run
             time.sleep(1)
-        raise AssertionError(f"no matching run finished; runs: {self.runs()}\n{self.log_tail()}")
+        raise AssertionError(
+            f"no matching run finished in {HANG_GUARD_S} s (hung?); runs: {self.runs()}\n"
+            f"{self.log_tail()}"
+        )

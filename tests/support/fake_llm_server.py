@@ -16,7 +16,7 @@ deterministic per-word log-probabilities (`top_logprobs` alternatives each). `me
 replaces the assistant message altogether (content parts, refusals...).
 
 Quota: `quota = Quota(requests=N, window_s=W)` enforces N requests per fixed window of W
-seconds: every response carries OpenAI's `x-ratelimit-*` headers, and a request over the quota
+seconds (of its own `clock`, the machine's by default): every response carries OpenAI's `x-ratelimit-*` headers, and a request over the quota
 gets a 429 with `retry-after-ms` (until the window ends), recorded with fault "quota".
 
 Faults: `script(Fault(...), ..., match="embeddings")` queues faults consumed in order by the
@@ -62,7 +62,8 @@ class Fault:
     "hang" (send nothing for `hang_s` seconds, or never with `hang_s=None`, then close; a
     client that gives up first ends the hang), "drop" (close the connection without a response),
     "malformed" (200 with a truncated JSON body), "content_filter" (Azure's 400 refusal),
-    "slow" (answer normally after `hang_s` seconds).
+    "slow" (answer normally after `hang_s` seconds, or only once the client hung up with
+    `hang_s=None`: a call a test cancels, never one that a slow machine lets finish).
     """
 
     kind: str = "status"
@@ -77,10 +78,13 @@ class Fault:
 @dataclass
 class Quota:
     """At most `requests` requests per fixed window of `window_s` seconds (windows start at the
-    first request the quota sees)."""
+    first request the quota sees), in the time `clock()` tells: a test that gives the client's
+    limiter the same clock (`tests.support.clock.ManualClock`) makes the windows independent of
+    the machine's speed."""
 
     requests: int
     window_s: float = 1.0
+    clock: Callable[[], float] = time.monotonic
     started: float | None = None
     window: int = -1
     used: int = 0
@@ -304,7 +308,7 @@ class FakeLLMServer:
         with self._lock:
             if self.quota is None:
                 return True, {}
-            return self.quota.take(time.monotonic())
+            return self.quota.take(self.quota.clock())
 
     def _enter(self) -> None:
         with self._lock:
@@ -372,7 +376,7 @@ class _Handler(BaseHTTPRequestHandler):
             query=parse_qs(split.query),
             headers={k.lower(): v for k, v in self.headers.items()},
             body=body,
-            at=time.time(),
+            at=time.monotonic(),  # differences only: a clock that never steps back
         )
         fault = self.fake._next_fault(request)
         request.fault = fault.kind if fault else None
@@ -391,7 +395,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._apply_fault(fault)
             return
         if fault is not None:
-            self.fake.wait(fault.hang_s)
+            self._hang(fault.hang_s)  # ends early when the client gives up
 
         route = self._route(split.path)
         if route is None:

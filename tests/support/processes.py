@@ -1,4 +1,9 @@
-"""Helpers for tests that start real processes (dagster dev, make run)."""
+"""Helpers for tests that start real processes (dagster dev, make run).
+
+Waits on such processes poll a condition (an answer, a run's end) and fail at once, with the
+process's log, when the process exits. `HANG_GUARD_S` only ends a wait on a process that is
+alive and still silent after half an hour, i.e. hung: it is no speed assertion, and no test
+should come near it on however busy a machine."""
 
 from __future__ import annotations
 
@@ -9,8 +14,7 @@ from pathlib import Path
 
 import httpx
 
-# How long a server may take to come up before the test gives up (not a speed assertion).
-STARTUP_DEADLINE_S = 240
+HANG_GUARD_S = 1800
 
 
 def free_port() -> int:
@@ -20,7 +24,7 @@ def free_port() -> int:
 
 
 def wait_for_http(url: str, proc: subprocess.Popen, log: Path | None = None) -> httpx.Response:
-    deadline = time.monotonic() + STARTUP_DEADLINE_S
+    deadline = time.monotonic() + HANG_GUARD_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             output = log.read_text() if log and log.exists() else ""
@@ -35,4 +39,4 @@ def wait_for_http(url: str, proc: subprocess.Popen, log: Path | None = None) -> 
             pass
         time.sleep(0.5)
     output = log.read_text() if log and log.exists() else ""
-    raise AssertionError(f"{url} did not answer within {STARTUP_DEADLINE_S} s:\n{output[-4000:]}")
+    raise AssertionError(f"{url} did not answer within {HANG_GUARD_S} s (hung?):\n{output[-4000:]}")
