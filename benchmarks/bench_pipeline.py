@@ -30,15 +30,10 @@ from study_query_dagster.cli import LOCAL_DAGSTER_YAML
 from study_query_dagster.config import Settings
 from study_query_dagster.jobs import study_job as defined_study_job
 from study_query_dagster.jobs import study_job_executor
-from study_query_dagster.resources.database import DatabaseResource, LegacyDatabaseResource
-from study_query_dagster.resources.embeddings import EmbeddingResource
-from study_query_dagster.resources.exports import ExportsResource
-from study_query_dagster.resources.prompt_sets import PromptSetsResource
-from study_query_dagster.resources.providers import LLMProvidersResource, ProviderSettings
 from study_query_dagster.services.prompt_sets import load_prompt_set
 from study_query_dagster.services.runs import call_model
 
-from .support import fake_server, ratio_line
+from .support import bench_resources, fake_server, ratio_line
 
 N = 1000
 CONCURRENCY = 64
@@ -66,22 +61,7 @@ def write_prompt_set(folder: Path) -> Path:
 
 
 def make_resources(db_url: str, prompt_dir: Path, base_url: str) -> dict:
-    llm = LLMProvidersResource(
-        openai=ProviderSettings(
-            api_key="sk-bench", base_url=base_url, max_concurrency=CONCURRENCY
-        ),  # fmt: skip
-        timeout_s=60,
-    )
-    return {
-        "database": DatabaseResource(url=db_url),
-        "prompt_sets": PromptSetsResource(directory=str(prompt_dir)),
-        "llm": llm,
-        "embedding": EmbeddingResource(llm=llm),
-        "legacy_database": LegacyDatabaseResource(url=None),
-        "exports": ExportsResource(
-            directory=str(prompt_dir / "exports"), reports_directory=str(prompt_dir / "reports")
-        ),
-    }
+    return bench_resources(db_url, prompt_dir, base_url, concurrency=CONCURRENCY)
 
 
 def bench_study_job() -> dg.JobDefinition:

@@ -18,13 +18,10 @@ from pathlib import Path
 import dagster as dg
 
 from study_query_dagster import definitions
-from study_query_dagster.resources.database import DatabaseResource, LegacyDatabaseResource
-from study_query_dagster.resources.embeddings import EmbeddingResource
-from study_query_dagster.resources.exports import ExportsResource
-from study_query_dagster.resources.prompt_sets import PromptSetsResource
-from study_query_dagster.resources.providers import LLMProvidersResource, ProviderSettings
 from study_query_dagster.services.prompt_sets import load_prompt_set
 from study_query_dagster.services.runs import call_model
+
+from .support import bench_resources
 
 CONCURRENCY = 64
 
@@ -37,18 +34,9 @@ def peak_rss() -> int:
 
 
 def resources(db_url: str, prompt_dir: Path, base_url: str) -> dict:
-    llm = LLMProvidersResource(
-        openai=ProviderSettings(api_key="sk-bench", base_url=base_url, max_concurrency=CONCURRENCY),
-        timeout_s=60,
+    return bench_resources(
+        db_url, prompt_dir, base_url, concurrency=CONCURRENCY, embedder="offline"
     )
-    return {
-        "database": DatabaseResource(url=db_url),
-        "prompt_sets": PromptSetsResource(directory=str(prompt_dir)),
-        "llm": llm,
-        "embedding": EmbeddingResource(llm=llm, provider="offline"),
-        "legacy_database": LegacyDatabaseResource(url=None),
-        "exports": ExportsResource(directory=str(prompt_dir.parent / "exports")),
-    }
 
 
 def through_study_job(prompt_dir: Path, name: str, db_url: str, base_url: str, home: str):

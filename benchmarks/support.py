@@ -80,6 +80,28 @@ def postgres_database() -> Iterator[DatabaseConnection]:
         server.stop()
 
 
+def bench_resources(
+    db_url: str, prompt_dir: Path, base_url: str, *, concurrency: int, embedder: str | None = None
+) -> dict:
+    """The code location's resources (`build_resources`, as in production: shared quotas
+    included) with the loopback server as OpenAI and nothing read from the environment."""
+    from study_query_dagster.resources import build_resources
+    from tests.support.pipeline import SettingsForTest
+
+    values = {
+        "DATABASE_URL": db_url,
+        "PROMPT_SETS_DIR": prompt_dir,
+        "EXPORTS_DIR": prompt_dir / "exports",
+        "REPORTS_DIR": prompt_dir / "reports",
+        "OPENAI_API_KEY": "sk-bench",
+        "OPENAI_BASE_URL": base_url,
+        "OPENAI_MAX_CONCURRENCY": concurrency,
+    }
+    if embedder:
+        values["EMBEDDING_PROVIDER"] = embedder
+    return build_resources(SettingsForTest(**values))
+
+
 def truncate_postgres(db: DatabaseConnection, tables: str) -> None:
     """TRUNCATE `tables` (and what references them) in a throw-away benchmark database. The
     append-only tables refuse TRUNCATE by trigger; replica mode (the superuser's, as pgserver's
