@@ -141,7 +141,7 @@ def test_noisy_at_temperature_zero(study, db_url):
     assert pair["cross_agreement"] == pytest.approx(0.7 * 0.4 + 0.3 * 0.3)
     assert pair["modal_agreement"] == 1.0
     check = checks(result)["deterministic_targets_stable"]
-    assert "1 cells of deterministic targets (cold) gave varying answers" in check.description
+    assert "1 cell of deterministic targets (cold) gave varying answers" in check.description
     assert "| capital | cold | 2 | 10 |" in check.metadata["rows"].value
 
 
@@ -163,7 +163,7 @@ def test_disagreeing_targets(study, db_url):
         "modal_agreement": 1.0,
     }
     check = checks(result)["targets_agree_on_modal_answer"]
-    assert check.description == "targets disagree on the modal answer to 1 prompts"
+    assert check.description == "targets disagree on the modal answer to 1 prompt"
     assert "| capital | Canberra | Sydney |" in check.metadata["rows"].value
     agreement = metadata(result, "cross_target_agreement")
     assert agreement["prompts_with_modal_disagreement"] == 1
@@ -198,7 +198,7 @@ def test_drift_over_two_runs(study, db_url):
     assert values[("capital", "drifting", baseline, "drift_jsd")][1] == 10
 
     check = checks(second)["no_significant_drift"]
-    assert check.description.startswith(f"1 cells drifted from {baseline}")
+    assert check.description.startswith(f"1 cell drifted from {baseline}")
     assert "too small" not in check.description
     assert "| capital | drifting |" in check.metadata["rows"].value
     assert "| Canberra | Sydney |" in check.metadata["rows"].value

@@ -224,7 +224,7 @@ class VariationChecks:
         )
         if untestable:
             text += (
-                f"; {len(untestable)} cells too small to test at p < {m.DRIFT_ALPHA} "
+                f"; {count(len(untestable), 'cell')} too small to test at p < {m.DRIFT_ALPHA} "
                 f"(about 10 answers per run are needed): {', '.join(untestable[:10])}"
             )
         return CheckOutcome(

@@ -205,7 +205,7 @@ async def test_drift_says_when_samples_are_too_small_to_test(db):
     assert report.rows[0]["testable"] is False
     outcome = VariationChecks(db, scope, "exact").no_significant_drift()
     assert outcome.passed  # p >= 0.1 whatever happens: not significant, and it says so
-    assert "1 cells too small to test" in outcome.description
+    assert "1 cell too small to test" in outcome.description
     assert "capital/a (n = 3 and 3)" in outcome.description
 
 
