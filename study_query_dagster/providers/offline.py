@@ -2,13 +2,14 @@
 
 The reply is derived from the whole request (messages, params, sample index; at temperature 0
 not the sample index or seed, like greedy decoding) and starts with "[offline]", so nobody
-mistakes it for a model's answer — unless the request scripts it: `offline_answers` gives
-exact answer quotas by sample index (known-answer tests of the variation metrics), and
-`offline_judge` makes it a deterministic entailment judge (`offline_judge.py`). Token counts are whitespace words. Log-probabilities, when asked for,
-are derived from the request; a scripted answer's are known: SCRIPTED_LOGPROB per token.
-Optional simulated latency and failures are deterministic too: each is drawn from a generator
-seeded by the request and by how many times this provider has seen that request, so a drill
-replays identically and a retried request can succeed where its first attempt failed.
+mistakes it for a model's answer — unless the request scripts it: `offline_answers` gives exact
+answer quotas by sample index (known-answer tests of the variation metrics), and
+`offline_judge` makes it a deterministic entailment judge (`offline_judge.py`). Token counts
+are whitespace words. Log-probabilities, when asked for, are derived from the request; a
+scripted answer's are known: SCRIPTED_LOGPROB per token. Optional simulated latency and
+failures are deterministic too: each is drawn from a generator seeded by the request and by how
+many times this provider has seen that request, so a drill replays identically and a retried
+request can succeed where its first attempt failed.
 """
 
 from __future__ import annotations
