@@ -193,6 +193,7 @@ class FakeLLMServer:
         self._queue: list[_Queued] = []
         self._lock = threading.Lock()
         self._gate = threading.Condition(self._lock)
+        self._idle = threading.Condition(self._lock)  # notified when a request has been handled
         self._hold: tuple[Callable[[list[RecordedRequest]], bool], str | None] | None = None
         self._stopping = threading.Event()
         self._httpd: ThreadingHTTPServer | None = None
@@ -316,8 +317,15 @@ class FakeLLMServer:
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
 
     def _leave(self) -> None:
-        with self._lock:
+        with self._idle:
             self.in_flight -= 1
+            self._idle.notify_all()
+
+    def wait_until_idle(self) -> None:
+        """Until no request is being handled: e.g. the calls a failed run left held have all
+        been recorded (a request is recorded once its fault is decided, which may wait)."""
+        with self._idle:
+            self._idle.wait_for(lambda: self.in_flight == 0)
 
     def _record(self, request: RecordedRequest) -> None:
         with self._gate:
