@@ -9,7 +9,7 @@ from study_query_dagster.assets.migration import MigrationConfig, VerificationCo
 from study_query_dagster.db import DatabaseConnection
 from study_query_dagster.definitions import defs
 from tests.support.legacy import create_v1_sqlite, ledger_unlocked, sql_v1
-from tests.support.pipeline import make_resources
+from tests.support.pipeline import make_resources, no_stale_state_storage
 
 MIGRATION = dg.AssetSelection.assets("migrated_raw_calls")
 
@@ -39,14 +39,16 @@ def run(resources, instance, migration=None, checks=None):
         ops["migrated_raw_calls"] = migration
     if checks is not None:
         ops["migration_checks"] = checks
-    return dg.materialize(
-        [*defs.assets, *defs.asset_checks],
-        selection=MIGRATION,
-        resources=resources,
-        instance=instance,
-        run_config=dg.RunConfig(ops=ops),
-        raise_on_error=False,
-    )
+    # a run here can leave a closed instance's defs state storage behind for the next one
+    with no_stale_state_storage():
+        return dg.materialize(
+            [*defs.assets, *defs.asset_checks],
+            selection=MIGRATION,
+            resources=resources,
+            instance=instance,
+            run_config=dg.RunConfig(ops=ops),
+            raise_on_error=False,
+        )
 
 
 def materialized(result) -> dict:
