@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +16,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, inspect
 
-from tests.support.processes import HANG_GUARD_S, free_port
+from tests.support.processes import HANG_GUARD_S, free_port, poll_until
 
 from .files import DEPLOY, WORKSPACE, compose
 
@@ -47,16 +46,18 @@ def _probe(
 
 
 def _wait_healthy(name: str, service: dict, ports, env, cwd, proc, log: Path) -> None:
-    deadline = time.monotonic() + HANG_GUARD_S
-    while time.monotonic() < deadline:
+    def alive() -> None:
         if proc.poll() is not None:
             raise AssertionError(
                 f"{name} exited with {proc.returncode}:\n{log.read_text()[-4000:]}"
             )
-        if _probe(service, ports, env, cwd).returncode == 0:
-            return
-        time.sleep(1)
-    raise AssertionError(f"{name} never became healthy:\n{log.read_text()[-4000:]}")
+
+    poll_until(
+        lambda: _probe(service, ports, env, cwd).returncode == 0,
+        alive=alive,
+        what=f"{name} never became healthy",
+        detail=lambda: log.read_text()[-4000:],
+    )
 
 
 @contextmanager

@@ -13,7 +13,7 @@ from study_query_dagster.cli import ensure_dagster_home
 from study_query_dagster.db import DatabaseConnection, RawCall
 from tests.support.dagster_dev import DagsterDev
 from tests.support.pipeline import write_prompt_set
-from tests.support.processes import HANG_GUARD_S
+from tests.support.processes import HANG_GUARD_S, poll_until
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -50,22 +50,25 @@ def dagster_dev(tmp_path):
 def wait_for_analytics(dev: DagsterDev, min_calls: int) -> dict:
     """Metadata of the first provider_comparison materialization that counts `min_calls`
     (however long the daemon takes while it lives; `HANG_GUARD_S` only ends a hang)."""
-    import time
 
     import dagster as dg
 
-    deadline = time.monotonic() + HANG_GUARD_S
     with dg.DagsterInstance.from_config(str(dev.home)) as instance:
-        while time.monotonic() < deadline:
-            dev.check_alive()
+
+        def refreshed() -> dict | None:
             event = instance.get_latest_materialization_event(dg.AssetKey("provider_comparison"))
-            if event is not None:
-                metadata = {k: getattr(v, "value", v) for k, v in
-                            event.asset_materialization.metadata.items()}  # fmt: skip
-                if metadata["calls"] >= min_calls:
-                    return metadata
-            time.sleep(2)
-    raise AssertionError(f"analytics were not refreshed in {HANG_GUARD_S} s:\n{dev.log_tail()}")
+            if event is None:
+                return None
+            metadata = event.asset_materialization.metadata
+            values = {k: getattr(v, "value", v) for k, v in metadata.items()}
+            return values if values["calls"] >= min_calls else None
+
+        return poll_until(
+            refreshed,
+            alive=dev.check_alive,
+            what="analytics were not refreshed",
+            detail=dev.log_tail,
+        )
 
 
 def screenshot(url: str, path: Path) -> None:

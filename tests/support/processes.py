@@ -15,6 +15,21 @@ from pathlib import Path
 import httpx
 
 HANG_GUARD_S = 1800
+POLL_S = 0.5  # between two looks at a condition: how often, not how long to wait
+
+
+def poll_until(condition, *, alive, what: str, detail=lambda: ""):
+    """The first truthy value of `condition()`, looked at every POLL_S. `alive()` raises when
+    the process the condition depends on has exited (the wait fails at once); HANG_GUARD_S
+    only ends a hang."""
+    deadline = time.monotonic() + HANG_GUARD_S
+    while time.monotonic() < deadline:
+        alive()
+        value = condition()
+        if value:
+            return value
+        time.sleep(POLL_S)
+    raise AssertionError(f"{what} within {HANG_GUARD_S} s (hung?):\n{detail()}")
 
 
 def free_port() -> int:
